@@ -1,0 +1,55 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# kvm-live-upgrade: top-level driver.
+#
+#   make                 build the core set CORE_TAG (default v1) from KVM_SRC
+#   make CORE_TAG=v2 KVM_SRC=<deb|tarball|tree>
+#   make demo            build, boot the emulated host, run a VM on our cores
+#   make check           every test; last line "N passed, M failed"
+#   make deps            install the Debian packages the above need
+#
+# KDIR is the target kernel's build tree.  It defaults to the Debian 6.1 kernel the test
+# beds boot, not to `uname -r`.
+
+TOP := $(CURDIR)
+BUILD ?= $(TOP)/build
+# The Debian kernel the beds boot: what linux-headers-amd64 points at.
+KREL ?= $(shell $(TOP)/scripts/target-kernel)
+KDIR ?= /lib/modules/$(KREL)/build
+KVM_SRC ?= $(firstword $(wildcard /usr/src/linux-source-$(shell echo $(KREL) | cut -d. -f1-2).tar.xz))
+CORE_TAG ?= v1
+JOBS ?= $(shell nproc)
+
+CORE_TREE = $(BUILD)/$(CORE_TAG)/src
+CORE_KDIR = $(CORE_TREE)/arch/x86/kvm
+CORE_MODS = kvm_core_$(CORE_TAG).ko kvm_intel_core_$(CORE_TAG).ko kvm_amd_core_$(CORE_TAG).ko
+
+.PHONY: all cores deps demo check clean distclean selftests
+
+all: cores
+
+deps:
+	@$(TOP)/scripts/deps
+
+cores:
+	@case "$(CORE_TAG)" in ''|*[!a-z0-9_]*) \
+		echo "CORE_TAG '$(CORE_TAG)' must be lower-case letters, digits and _" >&2; exit 1;; esac
+	@test -n "$(KVM_SRC)" || { echo "no KVM source: install linux-source-X.Y or pass KVM_SRC=" >&2; exit 1; }
+	@$(TOP)/scripts/kvm-src-prepare "$(KVM_SRC)" "$(CORE_TREE)" "$(KDIR)" "$(CORE_TAG)"
+	$(MAKE) -C $(KDIR) M=$(CORE_KDIR) KLU_TOP=$(TOP) CORE_TAG=$(CORE_TAG) -j$(JOBS) modules
+	@mkdir -p $(BUILD)/modules
+	@cd $(CORE_KDIR) && cp $(CORE_MODS) $(BUILD)/modules/
+	@echo "  CORES   $(addprefix $(BUILD)/modules/,$(CORE_MODS))"
+
+demo:
+	@$(TOP)/scripts/deps
+	@$(TOP)/beds/demo
+
+check:
+	@$(TOP)/scripts/deps
+	@$(TOP)/scripts/check
+
+clean:
+	rm -rf $(BUILD)
+
+distclean: clean

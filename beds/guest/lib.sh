@@ -1,0 +1,107 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# Helpers for the guest side of the test beds.  Results go to fd 3 (ttyS1) as TAP-like
+# lines the host counts:  "ok <name>", "not ok <name>", "ok <name> # SKIP <why>",
+# and "selftest <mode> <name> <pass|fail|skip|timeout>" for the upstream comparison.
+
+KLU_STOCK=/lib/modules/stock
+KLU_MODS=/lib/modules/klu
+: "${KLU_test_timeout:=120}"
+
+klu_log() { echo "klu: $*" > /dev/console; }
+
+t_result() {	# t_result "ok"|"not ok" name [# SKIP reason]
+	echo "$*" >&3
+	echo "$*" > /dev/console
+}
+
+# t_run name cmd...: run one test under the per-test time limit, exit 0 = pass,
+# 4 = skip (KSFT_SKIP), anything else = fail.  Output goes to the console.
+t_run() {
+	local name=$1 rc
+	shift
+	klu_log "--- $name: $*"
+	timeout -s KILL "$KLU_test_timeout" "$@" > /tmp/t.out 2>&1
+	rc=$?
+	cat /tmp/t.out > /dev/console
+	case $rc in
+	0) t_result "ok" "$name" ;;
+	4) t_result "ok" "$name # SKIP $(grep -m1 -i skip /tmp/t.out)" ;;
+	137) t_result "not ok" "$name # TIMEOUT after ${KLU_test_timeout}s" ;;
+	*) t_result "not ok" "$name # exit $rc" ;;
+	esac
+	return $rc
+}
+
+t_check() {	# t_check name cmd...: a plain assertion, no time limit
+	local name=$1
+	shift
+	if "$@" > /dev/console 2>&1; then t_result "ok" "$name"; else t_result "not ok" "$name"; fi
+}
+
+klu_vendor() {
+	if grep -qw vmx /proc/cpuinfo; then echo intel
+	elif grep -qw svm /proc/cpuinfo; then echo amd
+	else echo none; fi
+}
+
+# klu_modload NAME: load a module and, first, what modpost says it depends on
+# (/klu/modules.deps, written by mkinitramfs).
+klu_modload() {
+	local name dir dep
+	grep -q "^$1 " /proc/modules && return 0
+	set -- $(grep "^$1 " /klu/modules.deps)
+	[ $# -ge 2 ] || { klu_log "no module $1 in this initramfs"; return 1; }
+	name=$1 dir=$2
+	shift 2
+	for dep in "$@"; do klu_modload "$dep" || return 1; done
+	insmod "/lib/modules/$dir/$name.ko"
+}
+
+# klu_load stock | klu_load core TAG: load a KVM module set, the stock one from the
+# distro kernel or one of our core sets.
+klu_load() {
+	local vendor=$(klu_vendor)
+	[ "$vendor" != none ] || { klu_log "the CPU has neither VMX nor SVM"; return 1; }
+	case $1 in
+	stock) klu_modload "kvm_$vendor" ;;
+	core) klu_modload "kvm_${vendor}_core_$2" ;;
+	esac
+}
+
+# klu_unload: remove every KVM module, vendor modules first.
+klu_unload() {
+	local m
+	for m in $(awk '$1 ~ /^kvm_(intel|amd)/ {print $1}' /proc/modules); do rmmod "$m" || return 1; done
+	for m in $(awk '$1 ~ /^kvm/ {print $1}' /proc/modules); do rmmod "$m" || return 1; done
+	! grep -q '^kvm' /proc/modules
+}
+
+# Upstream selftests read /sys/module/kvm{,_intel,_amd}/parameters.  Our cores carry
+# other module names, so present their parameter directories under the stock names too
+# (symlinks: the values are live), in this guest's mount namespace only.
+klu_stock_param_view() {
+	local tag=$1 d v src
+	mkdir -p /run/sysmodule
+	mount --bind /sys/module /run/sysmodule
+	mount -t tmpfs tmpfs /sys/module
+	for d in /run/sysmodule/*; do ln -s "$d" "/sys/module/${d##*/}"; done
+	for v in "" _intel _amd; do
+		src=/run/sysmodule/kvm${v}_core_$tag
+		[ -d "$src" ] && ln -s "$src" "/sys/module/kvm$v"
+	done
+	true
+}
+
+klu_stock_param_view_end() {
+	umount /sys/module && umount /run/sysmodule
+}
+
+klu_dmesg_check() {
+	if dmesg | grep -E 'WARNING:|BUG:|Oops|general protection|Call Trace' > /tmp/bad; then
+		t_result "not ok" "kernel log free of WARN/BUG/oops"
+		cat /tmp/bad > /dev/console
+	else
+		t_result "ok" "kernel log free of WARN/BUG/oops"
+	fi
+}

@@ -1,0 +1,31 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Guest side of the kvm_live_upgrade selftests: freestanding 32-bit flat protected
+ * mode code, no paging, no interrupts.  It talks to the host only through port I/O.
+ *
+ * Copyright (C) 2026 The kvm-live-upgrade authors.
+ */
+#ifndef KLU_GUEST_H
+#define KLU_GUEST_H
+
+#include "../klu_abi.h"
+
+static inline void outl(unsigned short port, unsigned int val)
+{
+	asm volatile("outl %0, %1" : : "a"(val), "Nd"(port));
+}
+
+static inline unsigned int inl(unsigned short port)
+{
+	unsigned int val;
+
+	asm volatile("inl %1, %0" : "=a"(val) : "Nd"(port));
+	return val;
+}
+
+static inline struct klu_params *params(void)
+{
+	return (struct klu_params *)KLU_PARAMS_GPA;
+}
+
+#endif

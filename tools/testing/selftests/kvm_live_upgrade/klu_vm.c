@@ -1,0 +1,236 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Host side of the kvm_live_upgrade selftest VM runner.
+ *
+ * Copyright (C) 2026 The kvm-live-upgrade authors.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "klu_vm.h"
+
+extern const uint8_t klu_guest_image[];
+extern const uint8_t klu_guest_image_end[];
+
+void klu_fail(const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("not ok 1 - ");
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	fflush(stdout);
+	exit(KSFT_FAIL);
+}
+
+void klu_skip(const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("ok 1 # SKIP ");
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	fflush(stdout);
+	exit(KSFT_SKIP);
+}
+
+uint64_t klu_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+static void flat_segment(struct kvm_segment *s, uint16_t sel, uint8_t type)
+{
+	memset(s, 0, sizeof(*s));
+	s->base = 0;
+	s->limit = 0xffffffff;
+	s->selector = sel;
+	s->type = type;
+	s->present = 1;
+	s->s = 1;
+	s->db = 1;
+	s->g = 1;
+}
+
+static void vcpu_setup(struct klu_vm *vm, int i)
+{
+	struct kvm_sregs sregs;
+	struct kvm_regs regs;
+	int fd = vm->vcpu_fd[i];
+
+	if (ioctl(fd, KVM_GET_SREGS, &sregs) < 0)
+		klu_fail("KVM_GET_SREGS: %s", strerror(errno));
+	flat_segment(&sregs.cs, 0x8, 0xb);
+	flat_segment(&sregs.ds, 0x10, 0x3);
+	sregs.es = sregs.fs = sregs.gs = sregs.ss = sregs.ds;
+	sregs.cr0 |= 1;		/* PE, no paging */
+	if (ioctl(fd, KVM_SET_SREGS, &sregs) < 0)
+		klu_fail("KVM_SET_SREGS: %s", strerror(errno));
+
+	memset(&regs, 0, sizeof(regs));
+	regs.rip = KLU_CODE_GPA;
+	regs.rsp = KLU_STACK_TOP - i * KLU_STACK_SIZE;
+	regs.rflags = 0x2;
+	regs.rdi = i;
+	if (ioctl(fd, KVM_SET_REGS, &regs) < 0)
+		klu_fail("KVM_SET_REGS: %s", strerror(errno));
+}
+
+struct klu_vm *klu_vm_create(size_t mem_size, int nr_vcpus)
+{
+	size_t image = klu_guest_image_end - klu_guest_image;
+	struct kvm_userspace_memory_region region;
+	struct klu_vm *vm;
+	int i, ver;
+
+	if (nr_vcpus < 1 || nr_vcpus > 8)
+		klu_fail("bad vCPU count %d", nr_vcpus);
+	vm = calloc(1, sizeof(*vm));
+	if (!vm)
+		klu_fail("out of memory");
+	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (vm->kvm_fd < 0)
+		klu_skip("/dev/kvm: %s (no KVM module loaded, or no VMX/SVM)", strerror(errno));
+	ver = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
+	if (ver != KVM_API_VERSION)
+		klu_fail("KVM_GET_API_VERSION returned %d, want %d", ver, KVM_API_VERSION);
+	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+	if (vm->vm_fd < 0)
+		klu_fail("KVM_CREATE_VM: %s", strerror(errno));
+	if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, 0xfffbd000ul) < 0)
+		klu_fail("KVM_SET_TSS_ADDR: %s", strerror(errno));
+
+	mem_size = (mem_size + 0xfffff) & ~(size_t)0xfffff;
+	vm->mem_size = mem_size;
+	vm->mem = mmap(NULL, mem_size, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (vm->mem == MAP_FAILED)
+		klu_fail("mmap guest memory (%zu bytes): %s", mem_size, strerror(errno));
+	if (image > KLU_STACK_TOP - 8 * KLU_STACK_SIZE - KLU_CODE_GPA)
+		klu_fail("guest image too large (%zu bytes)", image);
+	memcpy(vm->mem + KLU_CODE_GPA, klu_guest_image, image);
+
+	region = (struct kvm_userspace_memory_region) {
+		.slot = 0,
+		.guest_phys_addr = 0,
+		.memory_size = mem_size,
+		.userspace_addr = (uintptr_t)vm->mem,
+	};
+	if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0)
+		klu_fail("KVM_SET_USER_MEMORY_REGION: %s", strerror(errno));
+
+	vm->run_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if ((long)vm->run_size <= 0)
+		klu_fail("KVM_GET_VCPU_MMAP_SIZE: %s", strerror(errno));
+	vm->nr_vcpus = nr_vcpus;
+	for (i = 0; i < nr_vcpus; i++) {
+		vm->vcpu_fd[i] = ioctl(vm->vm_fd, KVM_CREATE_VCPU, i);
+		if (vm->vcpu_fd[i] < 0)
+			klu_fail("KVM_CREATE_VCPU %d: %s", i, strerror(errno));
+		vm->run[i] = mmap(NULL, vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+				  vm->vcpu_fd[i], 0);
+		if (vm->run[i] == MAP_FAILED)
+			klu_fail("mmap kvm_run of vCPU %d: %s", i, strerror(errno));
+		vcpu_setup(vm, i);
+	}
+	return vm;
+}
+
+struct klu_params *klu_vm_params(struct klu_vm *vm)
+{
+	return (struct klu_params *)(vm->mem + KLU_PARAMS_GPA);
+}
+
+static const char *exit_name(uint32_t reason)
+{
+	switch (reason) {
+	case KVM_EXIT_HLT: return "HLT";
+	case KVM_EXIT_MMIO: return "MMIO";
+	case KVM_EXIT_SHUTDOWN: return "SHUTDOWN (triple fault)";
+	case KVM_EXIT_FAIL_ENTRY: return "FAIL_ENTRY";
+	case KVM_EXIT_INTERNAL_ERROR: return "INTERNAL_ERROR";
+	default: return "unexpected";
+	}
+}
+
+void klu_vcpu_run_to_done(struct klu_vm *vm, int vcpu, struct klu_result *res)
+{
+	struct kvm_run *run = vm->run[vcpu];
+	uint32_t echo = 0;
+
+	memset(res, 0, sizeof(*res));
+	for (;;) {
+		uint32_t *data;
+
+		if (ioctl(vm->vcpu_fd[vcpu], KVM_RUN, 0) < 0) {
+			if (errno == EINTR)
+				continue;
+			klu_fail("vCPU %d KVM_RUN: %s", vcpu, strerror(errno));
+		}
+		res->exits++;
+		if (run->exit_reason != KVM_EXIT_IO) {
+			struct kvm_regs regs;
+
+			ioctl(vm->vcpu_fd[vcpu], KVM_GET_REGS, &regs);
+			klu_fail("vCPU %d: exit %u (%s) at rip 0x%llx", vcpu, run->exit_reason,
+				 exit_name(run->exit_reason), (unsigned long long)regs.rip);
+		}
+		if (run->io.size != 4 || run->io.count != 1)
+			klu_fail("vCPU %d: I/O of size %u count %u on port 0x%x", vcpu,
+				 run->io.size, run->io.count, run->io.port);
+		data = (uint32_t *)((uint8_t *)run + run->io.data_offset);
+		if (run->io.direction == KVM_EXIT_IO_IN) {
+			if (run->io.port != KLU_PORT_ECHO)
+				klu_fail("vCPU %d: IN from port 0x%x", vcpu, run->io.port);
+			*data = echo;
+			continue;
+		}
+		switch (run->io.port) {
+		case KLU_PORT_RESULT:
+			if (res->nr_words == 16)
+				klu_fail("vCPU %d: more than 16 results", vcpu);
+			res->words[res->nr_words++] = *data;
+			break;
+		case KLU_PORT_PROGRESS:
+			res->progress++;
+			break;
+		case KLU_PORT_ECHO:
+			echo = *data;
+			break;
+		case KLU_PORT_DONE:
+			res->done_status = *data;
+			return;
+		default:
+			klu_fail("vCPU %d: OUT to port 0x%x", vcpu, run->io.port);
+		}
+	}
+}
+
+void klu_vm_destroy(struct klu_vm *vm)
+{
+	int i;
+
+	for (i = 0; i < vm->nr_vcpus; i++) {
+		munmap(vm->run[i], vm->run_size);
+		close(vm->vcpu_fd[i]);
+	}
+	close(vm->vm_fd);
+	munmap(vm->mem, vm->mem_size);
+	close(vm->kvm_fd);
+	free(vm);
+}

@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * A small VM runner for the kvm_live_upgrade selftests: one guest image, flat 32-bit
+ * protected mode, port I/O to talk to the host.  Built on /dev/kvm only, so the same
+ * binary runs on the stock kvm modules, on our cores, and later through kvm_thin.
+ *
+ * Copyright (C) 2026 The kvm-live-upgrade authors.
+ */
+#ifndef KLU_VM_H
+#define KLU_VM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <linux/kvm.h>
+
+#include "klu_abi.h"
+
+#define KSFT_PASS	0
+#define KSFT_FAIL	1
+#define KSFT_SKIP	4
+
+struct klu_vm {
+	int kvm_fd;
+	int vm_fd;
+	uint8_t *mem;
+	size_t mem_size;
+	int nr_vcpus;
+	int vcpu_fd[8];
+	struct kvm_run *run[8];
+	size_t run_size;
+};
+
+/* What one vCPU reported until it wrote KLU_PORT_DONE. */
+struct klu_result {
+	uint32_t words[16];
+	int nr_words;
+	uint64_t exits;
+	uint64_t progress;
+	uint32_t done_status;
+};
+
+void klu_fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+void klu_skip(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+
+struct klu_vm *klu_vm_create(size_t mem_size, int nr_vcpus);
+struct klu_params *klu_vm_params(struct klu_vm *vm);
+void klu_vcpu_run_to_done(struct klu_vm *vm, int vcpu, struct klu_result *res);
+void klu_vm_destroy(struct klu_vm *vm);
+uint64_t klu_now_ns(void);
+
+#endif
