@@ -77,7 +77,10 @@ static void vcpu_setup(struct klu_vm *vm, int i)
 		klu_fail("KVM_GET_SREGS: %s", strerror(errno));
 	flat_segment(&sregs.cs, 0x8, 0xb);
 	flat_segment(&sregs.ds, 0x10, 0x3);
-	sregs.es = sregs.fs = sregs.gs = sregs.ss = sregs.ds;
+	sregs.es = sregs.ds;
+	sregs.fs = sregs.ds;
+	sregs.gs = sregs.ds;
+	sregs.ss = sregs.ds;
 	sregs.cr0 |= 1;		/* PE, no paging */
 	if (ioctl(fd, KVM_SET_SREGS, &sregs) < 0)
 		klu_fail("KVM_SET_SREGS: %s", strerror(errno));

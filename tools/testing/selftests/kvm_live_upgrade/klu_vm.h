@@ -39,8 +39,15 @@ struct klu_result {
 	uint32_t done_status;
 };
 
-void klu_fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
-void klu_skip(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+#ifndef __printf
+#define __printf(a, b)	__attribute__((format(printf, a, b)))
+#endif
+#ifndef __noreturn
+#define __noreturn	__attribute__((noreturn))
+#endif
+
+void klu_fail(const char *fmt, ...) __noreturn __printf(1, 2);
+void klu_skip(const char *fmt, ...) __noreturn __printf(1, 2);
 
 struct klu_vm *klu_vm_create(size_t mem_size, int nr_vcpus);
 struct klu_params *klu_vm_params(struct klu_vm *vm);

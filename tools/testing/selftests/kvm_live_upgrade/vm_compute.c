@@ -106,7 +106,8 @@ int main(int argc, char **argv)
 		}
 		klu_vcpu_run_to_done(vm, 0, &res);
 		if (res.nr_words != 2)
-			klu_fail("round %u: guest reported %d results, want 2", rounds, res.nr_words);
+			klu_fail("round %u: guest reported %d results, want 2",
+				 rounds, res.nr_words);
 		if (res.words[0] != expect_hash)
 			klu_fail("round %u: guest FNV-1a of %u bytes is 0x%08x, host says 0x%08x",
 				 rounds, data_len, res.words[0], expect_hash);

@@ -18,7 +18,7 @@ static unsigned int fnv1a(const unsigned char *p, unsigned int len)
 		h ^= p[i];
 		h *= 16777619u;
 		if ((i & 0xfffff) == 0xfffff)
-			outl(KLU_PORT_PROGRESS, i);
+			guest_outl(KLU_PORT_PROGRESS, i);
 	}
 	return h;
 }
@@ -48,16 +48,16 @@ void guest_main(void)
 
 	switch (p->mode) {
 	case KLU_MODE_COMPUTE:
-		outl(KLU_PORT_RESULT, fnv1a(data, p->data_len));
-		outl(KLU_PORT_RESULT, count_primes(data + p->data_len, p->sieve_limit));
+		guest_outl(KLU_PORT_RESULT, fnv1a(data, p->data_len));
+		guest_outl(KLU_PORT_RESULT, count_primes(data + p->data_len, p->sieve_limit));
 		break;
 	case KLU_MODE_EXITS:
 		for (i = 0; i < p->iterations; i++) {
-			outl(KLU_PORT_ECHO, i);
-			sum += inl(KLU_PORT_ECHO);
+			guest_outl(KLU_PORT_ECHO, i);
+			sum += guest_inl(KLU_PORT_ECHO);
 		}
-		outl(KLU_PORT_RESULT, sum);
+		guest_outl(KLU_PORT_RESULT, sum);
 		break;
 	}
-	outl(KLU_PORT_DONE, 0);
+	guest_outl(KLU_PORT_DONE, 0);
 }

@@ -10,12 +10,12 @@
 
 #include "../klu_abi.h"
 
-static inline void outl(unsigned short port, unsigned int val)
+static inline void guest_outl(unsigned short port, unsigned int val)
 {
 	asm volatile("outl %0, %1" : : "a"(val), "Nd"(port));
 }
 
-static inline unsigned int inl(unsigned short port)
+static inline unsigned int guest_inl(unsigned short port)
 {
 	unsigned int val;
 
