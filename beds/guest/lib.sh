@@ -98,7 +98,9 @@ klu_stock_param_view_end() {
 }
 
 klu_dmesg_check() {
-	if dmesg | grep -E 'WARNING:|BUG:|Oops|general protection|Call Trace' > /tmp/bad; then
+	# The same patterns as the host's console check in beds/run.
+	if dmesg | grep -E 'Kernel panic|BUG:|Oops:|WARNING: CPU:|cut here \]|general protection fault' \
+		> /tmp/bad; then
 		t_result "not ok" "kernel log free of WARN/BUG/oops"
 		cat /tmp/bad > /dev/console
 	else
