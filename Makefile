@@ -24,20 +24,28 @@ CORE_TREE = $(BUILD)/$(CORE_TAG)/src
 CORE_KDIR = $(CORE_TREE)/arch/x86/kvm
 CORE_MODS = kvm_core_$(CORE_TAG).ko kvm_intel_core_$(CORE_TAG).ko kvm_amd_core_$(CORE_TAG).ko
 
-.PHONY: all cores deps demo check clean distclean selftests
+.PHONY: all thin cores deps demo check clean distclean selftests
 
 all: cores
+
+# Our own modules (kvm_thin); the cores link against its Module.symvers.
+thin:
+	$(MAKE) -C $(KDIR) M=$(TOP) -j$(JOBS) modules
+	@mkdir -p $(BUILD)/modules
+	@cp kvm_thin/kvm_thin.ko $(BUILD)/modules/
 
 deps:
 	@$(TOP)/scripts/deps
 
-cores:
+cores: thin
 	@case "$(CORE_TAG)" in ''|*[!a-z0-9_]*) \
 		echo "CORE_TAG '$(CORE_TAG)' must be lower-case letters, digits and _" >&2; exit 1;; esac
 	@test -n "$(KVM_SRC)" || { echo "no KVM source: install linux-source-X.Y or pass KVM_SRC=" >&2; exit 1; }
 	@$(TOP)/scripts/kvm-src-prepare "$(KVM_SRC)" "$(CORE_TREE)" "$(KDIR)" "$(CORE_TAG)"
-	$(MAKE) -C $(KDIR) M=$(CORE_KDIR) KLU_TOP=$(TOP) CORE_TAG=$(CORE_TAG) -j$(JOBS) modules
-	@mkdir -p $(BUILD)/modules
+	$(MAKE) -C $(KDIR) M=$(CORE_KDIR) KLU_TOP=$(TOP) CORE_TAG=$(CORE_TAG) -j$(JOBS) \
+		KBUILD_EXTRA_SYMBOLS=$(TOP)/Module.symvers modules
+	@$(TOP)/kvm_core/check-exports $(CORE_KDIR)/Module.symvers $(CORE_TAG) \
+		$(addprefix $(CORE_KDIR)/,$(CORE_MODS))
 	@cd $(CORE_KDIR) && cp $(CORE_MODS) $(BUILD)/modules/
 	@echo "  CORES   $(addprefix $(BUILD)/modules/,$(CORE_MODS))"
 
@@ -51,5 +59,6 @@ check:
 
 clean:
 	rm -rf $(BUILD)
+	$(MAKE) -C $(KDIR) M=$(TOP) clean
 
 distclean: clean

@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The interface between kvm_thin and the KVM cores that it does not take from the
+ * kernel's own headers: per-CPU hardware state that every core must share.  The calls
+ * are inserted into upstream KVM by the semantic patches in kvm_core/patches/; each is
+ * listed in Documentation/upstream-changes.rst.
+ *
+ * Copyright (C) 2026 The kvm-live-upgrade authors.
+ */
+#ifndef KVM_THIN_CORE_API_H
+#define KVM_THIN_CORE_API_H
+
+#include <linux/types.h>
+#include <linux/percpu.h>
+#include <kvm_thin/abi.h>
+
+struct page;
+struct vmcb;
+struct vmcs;
+
+/* SVM: EFER.SVME is reference counted per CPU; the host save area is kvm_thin's. */
+void KLU_THIN(svm_get)(void);
+void KLU_THIN(svm_put)(void);
+struct page *KLU_THIN(svm_hsave_page)(int cpu);
+
+/* SVM: the ASID allocator, the IBPB tracking and the TSC ratio cache, per CPU. */
+struct klu_svm_cpu {
+	u64 asid_generation;
+	u32 max_asid;
+	u32 next_asid;
+	u32 min_asid;
+	struct vmcb *current_vmcb;
+	u64 current_tsc_ratio;
+};
+DECLARE_PER_CPU(struct klu_svm_cpu, KLU_THIN(svm_cpu));
+
+/* VMX: VMXON is reference counted per CPU, on kvm_thin's VMXON region; 0 or -errno. */
+int KLU_THIN(vmxon)(void);
+int KLU_THIN(vmxoff)(void);
+DECLARE_PER_CPU(struct vmcs *, KLU_THIN(current_vmcs));
+int KLU_THIN(allocate_vpid)(void);
+void KLU_THIN(free_vpid)(int vpid);
+
+/* User-return MSRs: one cache and one notifier per CPU, keyed by MSR index. */
+void KLU_THIN(uret_online)(u32 msr);
+int KLU_THIN(uret_set)(u32 msr, u64 value, u64 mask);
+
+#endif
