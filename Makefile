@@ -24,7 +24,7 @@ CORE_TREE = $(BUILD)/$(CORE_TAG)/src
 CORE_KDIR = $(CORE_TREE)/arch/x86/kvm
 CORE_MODS = kvm_core_$(CORE_TAG).ko kvm_intel_core_$(CORE_TAG).ko kvm_amd_core_$(CORE_TAG).ko
 
-.PHONY: all thin cores deps demo check clean distclean selftests
+.PHONY: all thin cores testmods deps demo check clean distclean selftests
 
 all: cores
 
@@ -33,6 +33,14 @@ thin:
 	$(MAKE) -C $(KDIR) M=$(TOP) -j$(JOBS) modules
 	@mkdir -p $(BUILD)/modules
 	@cp kvm_thin/kvm_thin.ko $(BUILD)/modules/
+
+# Modules the selftests load to check kvm_thin's refusals.
+TESTMODS := $(TOP)/tools/testing/selftests/kvm_live_upgrade/modules
+testmods: thin
+	$(MAKE) -C $(KDIR) M=$(TESTMODS) KBUILD_EXTRA_SYMBOLS=$(TOP)/Module.symvers \
+		KBUILD_MODPOST_WARN=1 modules
+	@mkdir -p $(BUILD)/testmods
+	@cp $(TESTMODS)/*.ko $(BUILD)/testmods/
 
 deps:
 	@$(TOP)/scripts/deps
@@ -60,5 +68,6 @@ check:
 clean:
 	rm -rf $(BUILD)
 	$(MAKE) -C $(KDIR) M=$(TOP) clean
+	$(MAKE) -C $(KDIR) M=$(TESTMODS) clean
 
 distclean: clean

@@ -10,7 +10,9 @@
 #ifndef KVM_THIN_ABI_H
 #define KVM_THIN_ABI_H
 
+#ifndef KLU_THIN_ABI		/* a test module may claim another ABI */
 #define KLU_THIN_ABI		1
+#endif
 #define __KLU_THIN(abi, name)	klu_thin##abi##_##name
 #define _KLU_THIN(abi, name)	__KLU_THIN(abi, name)
 #define KLU_THIN(name)		_KLU_THIN(KLU_THIN_ABI, name)
