@@ -475,6 +475,13 @@ void klu_hooks_exit(void)
 {
 	int i;
 
+	/* Every core removed what it added; anything left would call unloaded code. */
+	for (i = 0; i < ARRAY_SIZE(klu_hp_slots); i++)
+		WARN_ON(!list_empty(&klu_hp_slots[i].cbs));
+	WARN_ON(!list_empty(&klu_perf_list));
+	WARN_ON(!list_empty(&klu_pi_list));
+	WARN_ON(!list_empty(&klu_emergency_list));
+
 	debugfs_remove_recursive(klu_debugfs);
 	if (boot_cpu_has(X86_FEATURE_VMX)) {
 		cpu_emergency_unregister_virt_callback(klu_emergency);

@@ -88,12 +88,32 @@ static ssize_t modules_show(struct kobject *kobj, struct kobj_attribute *attr, c
 	return sysfs_emit(buf, "%s %s\n", core->generic, core->vendor->name);
 }
 
+static ssize_t vms_show(struct kobject *kobj, struct kobj_attribute *attr, char *buf)
+{
+	int vms, vcpus;
+
+	klu_vms_count(to_core(kobj)->tag, &vms, &vcpus);
+	return sysfs_emit(buf, "%d\n", vms);
+}
+
+static ssize_t vcpus_show(struct kobject *kobj, struct kobj_attribute *attr, char *buf)
+{
+	int vms, vcpus;
+
+	klu_vms_count(to_core(kobj)->tag, &vms, &vcpus);
+	return sysfs_emit(buf, "%d\n", vcpus);
+}
+
 static struct kobj_attribute kvm_version_attr = __ATTR_RO(kvm_version);
 static struct kobj_attribute modules_attr = __ATTR_RO(modules);
+static struct kobj_attribute vms_attr = __ATTR_RO(vms);
+static struct kobj_attribute vcpus_attr = __ATTR_RO(vcpus);
 
 static struct attribute *klu_core_attrs[] = {
 	&kvm_version_attr.attr,
 	&modules_attr.attr,
+	&vms_attr.attr,
+	&vcpus_attr.attr,
 	NULL,
 };
 ATTRIBUTE_GROUPS(klu_core);
@@ -143,7 +163,12 @@ int klu_sysfs_init(void)
 		r = -ENOMEM;
 		goto fail;
 	}
+	r = klu_vms_init(klu_kobj);
+	if (r)
+		goto fail_cores;
 	return 0;
+fail_cores:
+	kset_unregister(klu_cores_kset);
 fail:
 	kobject_put(klu_kobj);
 	return r;
@@ -151,6 +176,7 @@ fail:
 
 void klu_sysfs_exit(void)
 {
+	klu_vms_exit();
 	kset_unregister(klu_cores_kset);
 	kobject_put(klu_kobj);
 }

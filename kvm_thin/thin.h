@@ -57,6 +57,9 @@ void klu_uret_exit(void);
 int klu_sysfs_init(void);
 void klu_sysfs_exit(void);
 int klu_sysfs_add_core(struct klu_core *core);
+int klu_vms_init(struct kobject *parent);
+void klu_vms_exit(void);
+void klu_vms_count(const char *tag, int *vms, int *vcpus);
 void klu_sysfs_del_core(struct klu_core *core);
 
 struct dentry *klu_debugfs_root(void);
