@@ -425,11 +425,6 @@ EXPORT_SYMBOL_GPL(KLU_THIN(amd_pmu_disable_virt));
 
 static struct dentry *klu_debugfs;
 
-struct dentry *klu_debugfs_root(void)
-{
-	return klu_debugfs;
-}
-
 struct dentry *KLU_THIN(debugfs_create_dir)(const char *name, struct dentry *parent)
 {
 	char mod[MODULE_NAME_LEN];

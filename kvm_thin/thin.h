@@ -62,11 +62,9 @@ void klu_vms_exit(void);
 void klu_vms_count(const char *tag, int *vms, int *vcpus);
 void klu_sysfs_del_core(struct klu_core *core);
 
-struct dentry *klu_debugfs_root(void);
 /* vmxon.S: VMXON on the region at physical address *@pa; 0, or -EFAULT if it faults. */
 int klu_vmxon_insn(u64 *pa);
 void klu_module_name(unsigned long addr, char *name, size_t len);
-void klu_caller_module(char *name, size_t len);
 
 /* The kernel interfaces kvm_core/klu_shim.h renames, as kvm_thin implements them. */
 int KLU_THIN(misc_register)(struct miscdevice *misc);
