@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * /dev/kvm.  kvm_thin holds the one misc minor and hands each system ioctl to the core
- * that is active for new VMs.  The VM, vCPU and device files a core creates are that
- * core's own and keep a reference on it, so a core with VMs cannot be unloaded.
+ * that is active for new VMs.  The VM file KVM_CREATE_VM returns is kvm_thin's, standing
+ * in for the core's (files.c); the core's file keeps a reference on the core, so a core
+ * with VMs cannot be unloaded.
  *
  * Copyright (C) 2026 The kvm-live-upgrade authors.
  */
@@ -10,6 +11,7 @@
 
 #include <linux/compat.h>
 #include <linux/fs.h>
+#include <linux/kvm.h>
 #include <linux/miscdevice.h>
 
 #include "thin.h"
@@ -29,6 +31,8 @@ static long klu_dev_call(struct file *filp, unsigned int ioctl, unsigned long ar
 		r = core->fops->compat_ioctl(filp, ioctl, arg);
 	else
 		r = core->fops->unlocked_ioctl(filp, ioctl, arg);
+	if (ioctl == KVM_CREATE_VM)
+		r = klu_dev_vm_created(core, arg, r);
 	klu_core_put(core);
 	return r;
 }

@@ -166,7 +166,12 @@ int klu_sysfs_init(void)
 	r = klu_vms_init(klu_kobj);
 	if (r)
 		goto fail_cores;
+	r = klu_move_init(klu_kobj);
+	if (r)
+		goto fail_vms;
 	return 0;
+fail_vms:
+	klu_vms_exit();
 fail_cores:
 	kset_unregister(klu_cores_kset);
 fail:

@@ -14,6 +14,7 @@
 #include <linux/miscdevice.h>
 #include <linux/module.h>
 #include <linux/perf_event.h>
+#include <linux/xarray.h>
 #include <asm/reboot.h>
 #include <kvm_thin/core_api.h>
 
@@ -34,6 +35,63 @@ struct klu_core {
 	cpu_emergency_virt_cb *emergency;
 };
 
+/* One VM, vCPU or device file of a VMM, standing in for the core's file (files.c). */
+enum klu_file_kind { KLU_FILE_VM, KLU_FILE_VCPU, KLU_FILE_DEVICE };
+
+struct klu_file {
+	struct list_head node;			/* klu_vm.files, in creation order */
+	struct klu_vm *vm;
+	enum klu_file_kind kind;
+	struct file *core;			/* the core's file; a move replaces it */
+	struct address_space *mapping;		/* ours, once mapped: a move zaps it */
+	/* vCPU files only */
+	u32 vcpu_id;
+	spinlock_t run_lock;
+	struct task_struct *run_task;		/* the thread in KVM_RUN on the core */
+	bool exit_pending;			/* its last exit is not completed yet */
+	struct list_head journal;		/* configuration ioctls to replay */
+};
+
+/* A core file a move replaced, closed later by one of the VMM's threads (vms.c). */
+struct klu_grave {
+	struct list_head node;
+	struct file *file;
+};
+
+/* The most a journalled argument may take, and the move's staging area (move.c). */
+#define KLU_SCRATCH_ARG		(256 << 10)
+#define KLU_SCRATCH_SIZE	(KLU_SCRATCH_ARG + (64 << 10))
+
+/*
+ * One VM as kvm_thin sees it (vms.c): its files, the core that runs it, and what a move
+ * needs to build it again on another core.  Lives while any of its files is open.
+ */
+struct klu_vm {
+	struct kobject kobj;			/* /sys/kernel/kvm_thin/vms/<id> */
+	struct list_head node;			/* klu_vms */
+	unsigned long id;
+	/* Read: a call into the core.  Write: a move, while it swaps the core. */
+	struct rw_semaphore lock;
+	struct klu_core *core;
+	struct mm_struct *mm;			/* the VMM's, mmgrab()ed */
+	pid_t pid;
+	unsigned long type;			/* KVM_CREATE_VM's argument */
+	struct mutex files_lock;		/* files, journals, nr_vcpus */
+	struct list_head files;			/* the VM file first, then vCPUs, devices */
+	int nr_vcpus;
+	struct list_head journal;		/* VM configuration ioctls to replay */
+	struct xarray slots;			/* memory slot -> its journal record */
+	char unmovable[80];			/* why a move would lose state, or "" */
+	bool moving;				/* vCPUs park in KVM_RUN until cleared */
+	wait_queue_head_t wq;
+	struct list_head graveyard;		/* old core files, closed by a VMM thread */
+	/* The last move: 0 or -errno, and its timing. */
+	int move_result;
+	char move_step[24];
+	u64 blackout_ns, quiesce_ns, rebuild_ns, state_ns, commit_ns;
+	char move_from[KLU_TAG_MAX], move_to[KLU_TAG_MAX];
+};
+
 extern struct mutex klu_cores_lock;
 extern struct list_head klu_cores;
 
@@ -44,6 +102,30 @@ int klu_core_set_active(struct klu_core *core);
 struct klu_core *klu_core_active_locked(void);
 
 struct device *klu_thin_misc_device(void);
+long klu_dev_vm_created(struct klu_core *core, unsigned long type, long r);
+struct file *klu_take_fd(int fd);
+int klu_give_fd(struct file *file);
+struct page *klu_core_page(struct file *core, pgoff_t pgoff);
+
+struct klu_vm *klu_vm_new(struct klu_core *core, unsigned long type);
+void klu_vm_get(struct klu_vm *vm);
+void klu_vm_put(struct klu_vm *vm);
+void klu_vm_add_file(struct klu_vm *vm, struct klu_file *kf);
+void klu_vm_del_file(struct klu_vm *vm, struct klu_file *kf);
+void klu_vm_close_graveyard(struct klu_vm *vm);
+int klu_vms_for_each(int (*fn)(struct klu_vm *vm, void *data), void *data);
+
+/* journal.c: what the VMM configured, for a move to replay. */
+struct klu_record;
+void klu_journal_note(struct klu_file *kf, unsigned int ioctl, unsigned long arg);
+void klu_journal_free(struct list_head *journal);
+int klu_journal_replay(struct list_head *journal, struct file *core, void __user *scratch,
+		       size_t scratch_size);
+bool klu_journal_dirty_logging(struct klu_vm *vm);
+
+/* move.c */
+int klu_move_init(struct kobject *parent);
+extern unsigned int klu_fail_move_step;
 int klu_dev_init(void);
 void klu_dev_exit(void);
 int klu_hooks_init(void);

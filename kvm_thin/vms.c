@@ -1,30 +1,24 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * The VM registry: every VM of every core, in /sys/kernel/kvm_thin/vms/<id>/ with the
- * core that runs it, the process that created it and its vCPU count.  A live move
- * works from this list.
+ * The VM registry: every VM of every core, as kvm_thin's own object, in
+ * /sys/kernel/kvm_thin/vms/<id>/ with the core that runs it, the process that created it,
+ * its vCPU count and the outcome of its last move.  A VM lives while any of its VM,
+ * vCPU or device files is open; struct kvm stays the core's business.
  *
  * Copyright (C) 2026 The kvm-live-upgrade authors.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/file.h>
 #include <linux/kobject.h>
 #include <linux/sched.h>
+#include <linux/sched/mm.h>
 #include <linux/slab.h>
 #include <linux/sysfs.h>
 
 #include "thin.h"
 
-struct klu_vm {
-	struct list_head node;
-	struct kobject kobj;
-	struct kvm *kvm;		/* NULL once the core destroys it */
-	int (*nr_vcpus)(struct kvm *kvm);
-	char tag[KLU_TAG_MAX];
-	pid_t pid;
-};
-
-static DEFINE_MUTEX(klu_vms_lock);	/* protects klu_vms and each klu_vm's kvm */
+static DEFINE_MUTEX(klu_vms_lock);	/* protects klu_vms */
 static LIST_HEAD(klu_vms);
 static struct kset *klu_vms_kset;
 static unsigned long klu_vm_next_id;
@@ -38,36 +32,79 @@ static ssize_t pid_show(struct kobject *kobj, struct kobj_attribute *attr, char 
 
 static ssize_t core_show(struct kobject *kobj, struct kobj_attribute *attr, char *buf)
 {
-	return sysfs_emit(buf, "%s\n", to_vm(kobj)->tag);
+	struct klu_vm *vm = to_vm(kobj);
+	ssize_t n;
+
+	down_read(&vm->lock);
+	n = sysfs_emit(buf, "%s\n", vm->core->tag);
+	up_read(&vm->lock);
+	return n;
 }
 
 static ssize_t vcpus_show(struct kobject *kobj, struct kobj_attribute *attr, char *buf)
 {
-	struct klu_vm *vm = to_vm(kobj);
-	ssize_t n = -ENODEV;
+	return sysfs_emit(buf, "%d\n", READ_ONCE(to_vm(kobj)->nr_vcpus));
+}
 
-	mutex_lock(&klu_vms_lock);
-	if (vm->kvm)
-		n = sysfs_emit(buf, "%d\n", vm->nr_vcpus(vm->kvm));
-	mutex_unlock(&klu_vms_lock);
+static ssize_t movable_show(struct kobject *kobj, struct kobj_attribute *attr, char *buf)
+{
+	struct klu_vm *vm = to_vm(kobj);
+	ssize_t n;
+
+	mutex_lock(&vm->files_lock);
+	n = sysfs_emit(buf, "%s\n", vm->unmovable[0] ? vm->unmovable : "yes");
+	mutex_unlock(&vm->files_lock);
+	return n;
+}
+
+static ssize_t last_move_show(struct kobject *kobj, struct kobj_attribute *attr,
+			      char *buf)
+{
+	struct klu_vm *vm = to_vm(kobj);
+	ssize_t n;
+
+	down_read(&vm->lock);
+	if (!vm->move_from[0])
+		n = sysfs_emit(buf, "none\n");
+	else
+		n = sysfs_emit(buf,
+			       "%s from=%s to=%s step=%s error=%d blackout_ns=%llu quiesce_ns=%llu rebuild_ns=%llu state_ns=%llu commit_ns=%llu\n",
+			       vm->move_result ? "failed" : "ok", vm->move_from,
+			       vm->move_to, vm->move_step, vm->move_result,
+			       vm->blackout_ns, vm->quiesce_ns, vm->rebuild_ns,
+			       vm->state_ns, vm->commit_ns);
+	up_read(&vm->lock);
 	return n;
 }
 
 static struct kobj_attribute pid_attr = __ATTR_RO(pid);
 static struct kobj_attribute core_attr = __ATTR_RO(core);
 static struct kobj_attribute vcpus_attr = __ATTR_RO(vcpus);
+static struct kobj_attribute movable_attr = __ATTR_RO(movable);
+static struct kobj_attribute last_move_attr = __ATTR_RO(last_move);
 
 static struct attribute *klu_vm_attrs[] = {
 	&pid_attr.attr,
 	&core_attr.attr,
 	&vcpus_attr.attr,
+	&movable_attr.attr,
+	&last_move_attr.attr,
 	NULL,
 };
 ATTRIBUTE_GROUPS(klu_vm);
 
 static void klu_vm_release(struct kobject *kobj)
 {
-	kfree(to_vm(kobj));
+	struct klu_vm *vm = to_vm(kobj);
+
+	mutex_lock(&klu_vms_lock);
+	list_del(&vm->node);
+	mutex_unlock(&klu_vms_lock);
+	klu_vm_close_graveyard(vm);
+	klu_journal_free(&vm->journal);
+	xa_destroy(&vm->slots);
+	mmdrop(vm->mm);
+	kfree(vm);
 }
 
 static struct kobj_type klu_vm_ktype = {
@@ -76,52 +113,118 @@ static struct kobj_type klu_vm_ktype = {
 	.default_groups = klu_vm_groups,
 };
 
-void KLU_THIN(vm_created)(struct kvm *kvm, const char *tag,
-			  int (*nr_vcpus)(struct kvm *kvm))
+/* A VM that KVM_CREATE_VM just made on @core, for the calling process. */
+struct klu_vm *klu_vm_new(struct klu_core *core, unsigned long type)
 {
 	struct klu_vm *vm;
 	int r;
 
-	vm = kzalloc(sizeof(*vm), GFP_KERNEL);
-	if (!vm)	/* the VM runs; it is only missing from sysfs */
-		return;
-	strscpy(vm->tag, tag, sizeof(vm->tag));
-	vm->kvm = kvm;
-	vm->nr_vcpus = nr_vcpus;
+	vm = kzalloc(sizeof(*vm), GFP_KERNEL_ACCOUNT);
+	if (!vm)
+		return NULL;
+	init_rwsem(&vm->lock);
+	mutex_init(&vm->files_lock);
+	INIT_LIST_HEAD(&vm->files);
+	INIT_LIST_HEAD(&vm->journal);
+	xa_init(&vm->slots);
+	INIT_LIST_HEAD(&vm->graveyard);
+	init_waitqueue_head(&vm->wq);
+	vm->core = core;
+	vm->type = type;
 	vm->pid = task_tgid_nr(current);
+	vm->mm = current->mm;
+	mmgrab(vm->mm);
 	vm->kobj.kset = klu_vms_kset;
 
 	mutex_lock(&klu_vms_lock);
-	r = kobject_init_and_add(&vm->kobj, &klu_vm_ktype, NULL, "%lu", klu_vm_next_id++);
-	if (r) {
-		mutex_unlock(&klu_vms_lock);
-		pr_warn("VM of pid %d on core %s: no sysfs entry (%d)\n", vm->pid, vm->tag, r);
-		kobject_put(&vm->kobj);
-		return;
-	}
+	vm->id = klu_vm_next_id++;
 	list_add_tail(&vm->node, &klu_vms);
+	r = kobject_init_and_add(&vm->kobj, &klu_vm_ktype, NULL, "%lu", vm->id);
 	mutex_unlock(&klu_vms_lock);
+	if (r) {
+		pr_warn("VM of pid %d on core %s: no sysfs entry (%d)\n", vm->pid,
+			core->tag, r);
+		kobject_put(&vm->kobj);
+		return NULL;
+	}
+	return vm;
 }
-EXPORT_SYMBOL_GPL(KLU_THIN(vm_created));
 
-void KLU_THIN(vm_destroyed)(struct kvm *kvm)
+void klu_vm_get(struct klu_vm *vm)
 {
-	struct klu_vm *vm, *found = NULL;
+	kobject_get(&vm->kobj);
+}
 
-	mutex_lock(&klu_vms_lock);
-	list_for_each_entry(vm, &klu_vms, node) {
-		if (vm->kvm == kvm) {
-			list_del(&vm->node);
-			vm->kvm = NULL;
-			found = vm;
-			break;
+void klu_vm_put(struct klu_vm *vm)
+{
+	kobject_put(&vm->kobj);
+}
+
+/* @kf joins @vm, and holds a reference on it that its owner drops after del_file. */
+void klu_vm_add_file(struct klu_vm *vm, struct klu_file *kf)
+{
+	klu_vm_get(vm);
+	kf->vm = vm;
+	mutex_lock(&vm->files_lock);
+	list_add_tail(&kf->node, &vm->files);
+	if (kf->kind == KLU_FILE_VCPU)
+		WRITE_ONCE(vm->nr_vcpus, vm->nr_vcpus + 1);
+	mutex_unlock(&vm->files_lock);
+}
+
+void klu_vm_del_file(struct klu_vm *vm, struct klu_file *kf)
+{
+	mutex_lock(&vm->files_lock);
+	list_del(&kf->node);
+	if (kf->kind == KLU_FILE_VCPU)
+		WRITE_ONCE(vm->nr_vcpus, vm->nr_vcpus - 1);
+	mutex_unlock(&vm->files_lock);
+}
+
+/* Close the files of the core a move left, in a context that has the VMM's mm. */
+void klu_vm_close_graveyard(struct klu_vm *vm)
+{
+	struct klu_grave *g, *next;
+	LIST_HEAD(dead);
+
+	mutex_lock(&vm->files_lock);
+	list_splice_init(&vm->graveyard, &dead);
+	mutex_unlock(&vm->files_lock);
+	list_for_each_entry_safe(g, next, &dead, node) {
+		fput(g->file);
+		kfree(g);
+	}
+}
+
+/*
+ * Call @fn on every VM, with a reference held, until it returns non-zero.  New VMs that
+ * appear meanwhile may or may not be visited.
+ */
+int klu_vms_for_each(int (*fn)(struct klu_vm *vm, void *data), void *data)
+{
+	struct klu_vm *vm, *prev = NULL;
+	unsigned long next_id = 0;
+	int r = 0;
+
+	for (;;) {
+		mutex_lock(&klu_vms_lock);
+		list_for_each_entry(vm, &klu_vms, node)
+			if (vm->id >= next_id && kobject_get_unless_zero(&vm->kobj))
+				break;
+		mutex_unlock(&klu_vms_lock);
+		if (prev)
+			klu_vm_put(prev);
+		if (list_entry_is_head(vm, &klu_vms, node))
+			return r;
+		next_id = vm->id + 1;
+		prev = vm;
+		r = fn(vm, data);
+		if (r) {
+			klu_vm_put(vm);
+			return r;
 		}
 	}
-	mutex_unlock(&klu_vms_lock);
-	if (found)
-		kobject_put(&found->kobj);
 }
-EXPORT_SYMBOL_GPL(KLU_THIN(vm_destroyed));
 
 /* The number of VMs on core @tag and their vCPUs. */
 void klu_vms_count(const char *tag, int *vms, int *vcpus)
@@ -132,10 +235,10 @@ void klu_vms_count(const char *tag, int *vms, int *vcpus)
 	*vcpus = 0;
 	mutex_lock(&klu_vms_lock);
 	list_for_each_entry(vm, &klu_vms, node) {
-		if (strcmp(vm->tag, tag))
+		if (strcmp(READ_ONCE(vm->core)->tag, tag))
 			continue;
 		(*vms)++;
-		*vcpus += vm->nr_vcpus(vm->kvm);
+		*vcpus += READ_ONCE(vm->nr_vcpus);
 	}
 	mutex_unlock(&klu_vms_lock);
 }

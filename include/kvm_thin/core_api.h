@@ -41,17 +41,6 @@ DECLARE_PER_CPU(struct vmcs *, KLU_THIN(current_vmcs));
 int KLU_THIN(allocate_vpid)(void);
 void KLU_THIN(free_vpid)(int vpid);
 
-/*
- * The VM registry: a core reports each VM it creates and destroys, with a function of
- * its own (kvm_core/core_ops.c, built with the core's headers) that reads the VM's
- * vCPU count; struct kvm stays opaque to kvm_thin.
- */
-struct kvm;
-void KLU_THIN(vm_created)(struct kvm *kvm, const char *tag,
-			  int (*nr_vcpus)(struct kvm *kvm));
-void KLU_THIN(vm_destroyed)(struct kvm *kvm);
-int klu_core_nr_vcpus(struct kvm *kvm);
-
 /* User-return MSRs: one cache and one notifier per CPU, keyed by MSR index. */
 void KLU_THIN(uret_online)(u32 msr);
 int KLU_THIN(uret_set)(u32 msr, u64 value, u64 mask);

@@ -1,0 +1,371 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The VM, vCPU and device files the VMM holds are kvm_thin's.  Each one stands for a
+ * file of the core that runs the VM: kvm_thin takes the core's file out of the VMM's fd
+ * table as soon as the core creates it, keeps it privately, and forwards ioctls and
+ * mmap faults to it.  A live move (move.c) replaces the core file behind the VMM's file,
+ * so the VMM's fds and mappings stay valid when its VM changes core.
+ *
+ * Files KVM hands out that describe rather than run a VM (KVM_GET_STATS_FD) stay the
+ * core's own.
+ *
+ * Copyright (C) 2026 The kvm-live-upgrade authors.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/anon_inodes.h>
+#include <linux/fdtable.h>
+#include <linux/file.h>
+#include <linux/kvm.h>
+#include <linux/mm.h>
+#include <linux/slab.h>
+
+#include "thin.h"
+
+static const struct file_operations klu_file_fops;
+
+/* Take the file at @fd out of the caller's table, as close(2) would, keeping a reference. */
+struct file *klu_take_fd(int fd)
+{
+	struct file *file = close_fd_get_file(fd);
+
+	if (!file)
+		return NULL;
+	get_file(file);
+	filp_close(file, current->files);
+	return file;
+}
+
+/* Put @file (our reference) into the caller's table: the fd, or -errno. */
+int klu_give_fd(struct file *file)
+{
+	int fd = get_unused_fd_flags(O_CLOEXEC);
+
+	if (fd >= 0)
+		fd_install(fd, get_file(file));
+	return fd;
+}
+
+static struct klu_file *klu_file_alloc(enum klu_file_kind kind, struct file *core)
+{
+	struct klu_file *kf = kzalloc(sizeof(*kf), GFP_KERNEL_ACCOUNT);
+
+	if (!kf)
+		return NULL;
+	kf->kind = kind;
+	kf->core = core;
+	spin_lock_init(&kf->run_lock);
+	INIT_LIST_HEAD(&kf->journal);
+	return kf;
+}
+
+/*
+ * Replace the core's file at @fd in the caller's table by a kvm_thin file of @kind that
+ * forwards to it and belongs to @vm.  Returns the new fd (usually @fd again), or -errno;
+ * on error the core's file is closed, which undoes its creation.
+ */
+static int klu_file_wrap(struct klu_vm *vm, int fd, enum klu_file_kind kind, u32 vcpu_id)
+{
+	struct klu_file *kf;
+	struct file *core;
+	int r;
+
+	core = klu_take_fd(fd);
+	if (!core)	/* another thread of the VMM closed it already */
+		return -EBADF;
+	r = -ENOMEM;
+	kf = klu_file_alloc(kind, core);
+	if (!kf)
+		goto out_core;
+	kf->vcpu_id = vcpu_id;
+	klu_vm_add_file(vm, kf);
+	/*
+	 * An inode of its own (the "secure" variant), so that a move can zap the VMM's
+	 * mappings of this file alone.  The core's name ("kvm-vm", "kvm-vcpu:N", ...) stays
+	 * what /proc shows.
+	 */
+	r = anon_inode_getfd_secure(file_dentry(core)->d_name.name, &klu_file_fops, kf,
+				    O_RDWR | O_CLOEXEC, NULL);
+	if (r >= 0)
+		return r;
+	klu_vm_del_file(vm, kf);
+	klu_vm_put(vm);
+	kfree(kf);
+out_core:
+	pr_warn_ratelimited("pid %d: cannot stand in for %s (%d); it is closed again\n",
+			    task_pid_nr(current), file_dentry(core)->d_name.name, r);
+	fput(core);
+	return r;
+}
+
+/* KVM_CREATE_VM on @core returned @r: a VM fd to wrap, or an error. */
+long klu_dev_vm_created(struct klu_core *core, unsigned long type, long r)
+{
+	struct klu_vm *vm;
+
+	if (r < 0)
+		return r;
+	vm = klu_vm_new(core, type);
+	if (!vm) {
+		struct file *file = klu_take_fd(r);
+
+		if (file)
+			fput(file);
+		return -ENOMEM;
+	}
+	r = klu_file_wrap(vm, r, KLU_FILE_VM, 0);
+	klu_vm_put(vm);		/* the files hold it now */
+	return r;
+}
+
+/* KVM_CREATE_DEVICE returned its fd inside the argument: wrap it there. */
+static long klu_file_wrap_device(struct klu_vm *vm, unsigned long arg)
+{
+	struct kvm_create_device __user *ucd = (void __user *)arg;
+	u32 flags;
+	int fd, r;
+
+	if (get_user(flags, &ucd->flags) || get_user(fd, &ucd->fd))
+		return -EFAULT;
+	if (flags & KVM_CREATE_DEVICE_TEST)
+		return 0;
+	r = klu_file_wrap(vm, fd, KLU_FILE_DEVICE, 0);
+	if (r < 0)
+		return r;
+	if (put_user(r, &ucd->fd)) {
+		close_fd(r);
+		return -EFAULT;
+	}
+	return 0;
+}
+
+static long klu_core_ioctl(struct file *core, unsigned int ioctl, unsigned long arg,
+			   bool compat)
+{
+	if (compat && core->f_op->compat_ioctl)
+		return core->f_op->compat_ioctl(core, ioctl, arg);
+	return core->f_op->unlocked_ioctl(core, ioctl, arg);
+}
+
+/* Make the vCPU's last exit complete on its core, as its next KVM_RUN would. */
+static int klu_vcpu_complete_exit(struct klu_file *kf)
+{
+	struct page *page = klu_core_page(kf->core, 0);
+	struct kvm_run *run;
+	u8 saved;
+	long r;
+
+	if (IS_ERR(page))
+		return PTR_ERR(page);
+	run = page_address(page);
+	saved = READ_ONCE(run->immediate_exit);
+	WRITE_ONCE(run->immediate_exit, 1);
+	r = klu_core_ioctl(kf->core, KVM_RUN, 0, false);
+	WRITE_ONCE(run->immediate_exit, saved);
+	put_page(page);
+	return r == -EINTR ? 0 : r;
+}
+
+/*
+ * KVM_RUN.  While a move is under way the vCPU parks here: a thread the move kicked out
+ * of the guest comes back through KVM_EXIT_INTR and -EINTR like after any signal, and
+ * its next KVM_RUN waits for the move to finish, then runs on whatever core the VM is on.
+ */
+static long klu_vcpu_run(struct klu_file *kf, unsigned long arg, bool compat)
+{
+	struct klu_vm *vm = kf->vm;
+	long r;
+
+	if (!list_empty_careful(&vm->graveyard))
+		klu_vm_close_graveyard(vm);
+	for (;;) {
+		if (down_read_killable(&vm->lock))
+			return -EINTR;
+		spin_lock(&kf->run_lock);
+		kf->run_task = current;
+		spin_unlock(&kf->run_lock);
+		smp_mb();	/* pairs with klu_move_kick(): see moving, or get kicked */
+		if (!READ_ONCE(vm->moving))
+			break;
+		spin_lock(&kf->run_lock);
+		kf->run_task = NULL;
+		spin_unlock(&kf->run_lock);
+		if (READ_ONCE(kf->exit_pending)) {
+			r = klu_vcpu_complete_exit(kf);
+			WRITE_ONCE(kf->exit_pending, false);
+			wake_up_all(&vm->wq);
+			if (r) {
+				up_read(&vm->lock);
+				return r;
+			}
+		}
+		up_read(&vm->lock);
+		if (wait_event_killable(vm->wq, !READ_ONCE(vm->moving)))
+			return -EINTR;
+		klu_vm_close_graveyard(vm);
+	}
+	r = klu_core_ioctl(kf->core, KVM_RUN, arg, compat);
+	/* A return to the VMM with an exit for it to handle: completed by the next run. */
+	WRITE_ONCE(kf->exit_pending, r == 0);
+	spin_lock(&kf->run_lock);
+	kf->run_task = NULL;
+	spin_unlock(&kf->run_lock);
+	if (READ_ONCE(vm->moving))
+		wake_up_all(&vm->wq);
+	up_read(&vm->lock);
+	return r;
+}
+
+static long klu_file_call(struct file *filp, unsigned int ioctl, unsigned long arg,
+			  bool compat)
+{
+	struct klu_file *kf = filp->private_data;
+	struct klu_vm *vm = kf->vm;
+	long r;
+
+	if (kf->kind == KLU_FILE_VCPU && ioctl == KVM_RUN)
+		return klu_vcpu_run(kf, arg, compat);
+	if (down_read_killable(&vm->lock))
+		return -EINTR;
+	r = klu_core_ioctl(kf->core, ioctl, arg, compat);
+	if (r >= 0)
+		klu_journal_note(kf, ioctl, arg);
+	if (kf->kind == KLU_FILE_VM) {
+		if (ioctl == KVM_CREATE_VCPU && r >= 0)
+			r = klu_file_wrap(vm, r, KLU_FILE_VCPU, arg);
+		else if (ioctl == KVM_CREATE_DEVICE && r >= 0)
+			r = klu_file_wrap_device(vm, arg);
+	}
+	up_read(&vm->lock);
+	return r;
+}
+
+static long klu_file_ioctl(struct file *filp, unsigned int ioctl, unsigned long arg)
+{
+	return klu_file_call(filp, ioctl, arg, false);
+}
+
+#ifdef CONFIG_COMPAT
+static long klu_file_compat_ioctl(struct file *filp, unsigned int ioctl,
+				  unsigned long arg)
+{
+	return klu_file_call(filp, ioctl, arg, true);
+}
+#endif
+
+/*
+ * The page at @pgoff of a core's vCPU file, referenced, as the core's own fault handler
+ * gives it.  KVM's handler reads only the file and the page offset from the fault, so a
+ * stand-in area that names the core's file is all it needs.
+ */
+struct page *klu_core_page(struct file *core, pgoff_t pgoff)
+{
+	struct vm_area_struct area = {
+		.vm_file = core,
+		.vm_flags = VM_READ | VM_WRITE | VM_SHARED,
+		.vm_pgoff = pgoff,
+		.vm_start = 0,
+		.vm_end = PAGE_SIZE,
+	};
+	struct vm_fault vmf = { .vma = &area, .pgoff = pgoff };
+	vm_fault_t fault;
+	int r;
+
+	if (!core->f_op->mmap)
+		return ERR_PTR(-ENODEV);
+	r = core->f_op->mmap(core, &area);
+	if (r)
+		return ERR_PTR(r);
+	if (!area.vm_ops || !area.vm_ops->fault)
+		return ERR_PTR(-ENODEV);
+	fault = area.vm_ops->fault(&vmf);
+	if (fault & VM_FAULT_ERROR)
+		return ERR_PTR(-EFAULT);
+	return vmf.page;
+}
+
+/*
+ * A fault in the VMM's mapping of one of our files: the page of the core that runs the
+ * VM now.  During a move the fault waits, without the mmap lock (the move creates a VM,
+ * which takes it), so the VMM never writes to a page the move has already copied.
+ */
+static vm_fault_t klu_file_fault(struct vm_fault *vmf)
+{
+	struct klu_file *kf = vmf->vma->vm_file->private_data;
+	struct klu_vm *vm = kf->vm;
+	struct page *page;
+
+	if (!down_read_trylock(&vm->lock)) {
+		if (!fault_flag_allow_retry_first(vmf->flags))
+			return VM_FAULT_SIGBUS;	/* get_user_pages() on kvm_run mid-move */
+		if (vmf->flags & FAULT_FLAG_RETRY_NOWAIT)
+			return VM_FAULT_RETRY;
+		klu_vm_get(vm);
+		mmap_read_unlock(vmf->vma->vm_mm);
+		wait_event_killable(vm->wq, !READ_ONCE(vm->moving));
+		klu_vm_put(vm);
+		return VM_FAULT_RETRY;
+	}
+	page = klu_core_page(kf->core, vmf->pgoff);
+	up_read(&vm->lock);
+	if (IS_ERR(page))
+		return VM_FAULT_SIGBUS;
+	vmf->page = page;
+	return 0;
+}
+
+static const struct vm_operations_struct klu_file_vm_ops = {
+	.fault = klu_file_fault,
+};
+
+static int klu_file_mmap(struct file *filp, struct vm_area_struct *vma)
+{
+	struct klu_file *kf = filp->private_data;
+	struct vm_area_struct shadow = *vma;
+	int r;
+
+	down_read(&kf->vm->lock);
+	r = -ENODEV;
+	if (kf->core->f_op->mmap) {
+		/* The core checks the range and the flags. */
+		shadow.vm_file = kf->core;
+		r = kf->core->f_op->mmap(kf->core, &shadow);
+	}
+	up_read(&kf->vm->lock);
+	if (r)
+		return r;
+	if (!shadow.vm_ops || !shadow.vm_ops->fault || shadow.vm_ops->open ||
+	    shadow.vm_ops->close || shadow.vm_flags != vma->vm_flags) {
+		pr_warn_ratelimited("%s: the core's mapping is not one kvm_thin can forward\n",
+				    file_dentry(filp)->d_name.name);
+		return -ENODEV;
+	}
+	WRITE_ONCE(kf->mapping, filp->f_mapping);
+	vma->vm_ops = &klu_file_vm_ops;
+	return 0;
+}
+
+static int klu_file_release(struct inode *inode, struct file *filp)
+{
+	struct klu_file *kf = filp->private_data;
+	struct klu_vm *vm = kf->vm;
+
+	/* A move in progress holds files_lock and finishes first. */
+	klu_vm_del_file(vm, kf);
+	fput(kf->core);
+	klu_journal_free(&kf->journal);
+	kfree(kf);
+	klu_vm_put(vm);
+	return 0;
+}
+
+static const struct file_operations klu_file_fops = {
+	.owner = THIS_MODULE,
+	.release = klu_file_release,
+	.unlocked_ioctl = klu_file_ioctl,
+#ifdef CONFIG_COMPAT
+	.compat_ioctl = klu_file_compat_ioctl,
+#endif
+	.mmap = klu_file_mmap,
+	.llseek = noop_llseek,
+};

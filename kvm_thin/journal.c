@@ -1,0 +1,525 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The journal: what the VMM configured on a VM or vCPU that KVM has no ioctl to read
+ * back (memory slots, irqfds, ioeventfds, GSI routing, capabilities, ...).  kvm_thin
+ * records each such ioctl after the core accepted it, in the uAPI's own format, which
+ * every KVM version understands, and a move replays the journal on the new core.  State
+ * that KVM can report (registers, LAPIC, irqchip, clocks, ...) is not journalled: a move
+ * reads it from the old core at the time of the move.
+ *
+ * An ioctl that changes a VM in a way kvm_thin cannot replay makes the VM unmovable,
+ * with the reason in /sys/kernel/kvm_thin/vms/<id>/movable; a move refuses it rather
+ * than lose that state.
+ *
+ * Copyright (C) 2026 The kvm-live-upgrade authors.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/fdtable.h>
+#include <linux/file.h>
+#include <linux/kvm.h>
+#include <linux/slab.h>
+#include <linux/uaccess.h>
+
+#include "thin.h"
+
+/* How an ioctl is kept. */
+enum klu_keep {
+	KLU_KEEP_NONE,		/* reads state, or moves it as state: not journalled */
+	KLU_KEEP_APPEND,	/* every call, in order */
+	KLU_KEEP_LATEST,	/* the last call replaces earlier ones */
+	KLU_KEEP_SPECIAL,	/* keyed or paired: handled by its own code */
+	KLU_KEEP_REFUSE,	/* cannot be replayed: the VM becomes unmovable */
+};
+
+struct klu_record {
+	struct list_head node;
+	unsigned int ioctl;
+	unsigned long value;		/* the argument, for ioctls that take a value */
+	struct file *files[2];		/* eventfds the argument names by number */
+	u32 size;			/* of data[], the argument as passed */
+	u8 data[];
+};
+
+#define KLU_MAX_ARG	KLU_SCRATCH_ARG
+
+static enum klu_keep klu_vm_keep(unsigned int ioctl)
+{
+	switch (ioctl) {
+	case KVM_CHECK_EXTENSION:
+	case KVM_CREATE_VCPU:		/* a move recreates the VM's vCPUs itself */
+	case KVM_IRQ_LINE:
+	case KVM_IRQ_LINE_STATUS:
+	case KVM_SIGNAL_MSI:
+	case KVM_GET_IRQCHIP:
+	case KVM_SET_IRQCHIP:
+	case KVM_GET_PIT:
+	case KVM_SET_PIT:
+	case KVM_GET_PIT2:
+	case KVM_SET_PIT2:
+	case KVM_GET_CLOCK:
+	case KVM_SET_CLOCK:
+	case KVM_GET_DIRTY_LOG:
+	case KVM_CLEAR_DIRTY_LOG:
+	case KVM_GET_STATS_FD:
+	case KVM_GET_TSC_KHZ:
+	case KVM_GET_NR_MMU_PAGES:
+		return KLU_KEEP_NONE;
+	case KVM_CREATE_IRQCHIP:
+	case KVM_CREATE_PIT:
+	case KVM_CREATE_PIT2:
+	case KVM_ENABLE_CAP:
+	case KVM_REGISTER_COALESCED_MMIO:
+		return KLU_KEEP_APPEND;
+	case KVM_SET_TSS_ADDR:
+	case KVM_SET_IDENTITY_MAP_ADDR:
+	case KVM_SET_BOOT_CPU_ID:
+	case KVM_SET_NR_MMU_PAGES:
+	case KVM_SET_TSC_KHZ:
+	case KVM_SET_GSI_ROUTING:
+	case KVM_SET_PMU_EVENT_FILTER:
+	case KVM_X86_SET_MSR_FILTER:
+	case KVM_REINJECT_CONTROL:
+		return KLU_KEEP_LATEST;
+	case KVM_SET_USER_MEMORY_REGION:
+	case KVM_IRQFD:
+	case KVM_IOEVENTFD:
+	case KVM_UNREGISTER_COALESCED_MMIO:
+		return KLU_KEEP_SPECIAL;
+	}
+	return KLU_KEEP_REFUSE;
+}
+
+static enum klu_keep klu_vcpu_keep(unsigned int ioctl)
+{
+	switch (ioctl) {
+	case KVM_GET_REGS:
+	case KVM_SET_REGS:
+	case KVM_GET_SREGS:
+	case KVM_SET_SREGS:
+	case KVM_GET_SREGS2:
+	case KVM_SET_SREGS2:
+	case KVM_GET_FPU:
+	case KVM_SET_FPU:
+	case KVM_GET_XSAVE:
+	case KVM_GET_XSAVE2:
+	case KVM_SET_XSAVE:
+	case KVM_GET_XCRS:
+	case KVM_SET_XCRS:
+	case KVM_GET_MSRS:
+	case KVM_SET_MSRS:
+	case KVM_GET_LAPIC:
+	case KVM_SET_LAPIC:
+	case KVM_GET_VCPU_EVENTS:
+	case KVM_SET_VCPU_EVENTS:
+	case KVM_GET_MP_STATE:
+	case KVM_SET_MP_STATE:
+	case KVM_GET_DEBUGREGS:
+	case KVM_SET_DEBUGREGS:
+	case KVM_GET_NESTED_STATE:
+	case KVM_SET_NESTED_STATE:
+	case KVM_GET_CPUID2:
+	case KVM_SET_CPUID:
+	case KVM_SET_CPUID2:
+	case KVM_GET_TSC_KHZ:
+	case KVM_SET_TSC_KHZ:
+	case KVM_GET_DEVICE_ATTR:
+	case KVM_SET_DEVICE_ATTR:	/* x86 vCPUs have one attribute: the TSC offset */
+	case KVM_HAS_DEVICE_ATTR:
+	case KVM_INTERRUPT:
+	case KVM_NMI:
+	case KVM_SMI:
+	case KVM_X86_SET_MCE:
+	case KVM_KVMCLOCK_CTRL:
+	case KVM_TRANSLATE:
+	case KVM_GET_STATS_FD:
+	case KVM_GET_SUPPORTED_HV_CPUID:
+	case KVM_CHECK_EXTENSION:
+		return KLU_KEEP_NONE;
+	case KVM_ENABLE_CAP:
+		return KLU_KEEP_APPEND;
+	case KVM_SET_SIGNAL_MASK:
+	case KVM_SET_GUEST_DEBUG:
+	case KVM_X86_SETUP_MCE:
+	case KVM_TPR_ACCESS_REPORTING:
+	case KVM_SET_VAPIC_ADDR:
+		return KLU_KEEP_LATEST;
+	}
+	return KLU_KEEP_REFUSE;
+}
+
+static void klu_record_free(struct klu_record *rec)
+{
+	if (rec->files[0])
+		fput(rec->files[0]);
+	if (rec->files[1])
+		fput(rec->files[1]);
+	kfree(rec);
+}
+
+void klu_journal_free(struct list_head *journal)
+{
+	struct klu_record *rec, *next;
+
+	list_for_each_entry_safe(rec, next, journal, node) {
+		list_del(&rec->node);
+		klu_record_free(rec);
+	}
+}
+
+/* The size of the argument of @ioctl at @uarg, including what it points to. */
+static long klu_arg_size(unsigned int ioctl, void __user *uarg)
+{
+	u32 n;
+
+	switch (ioctl) {
+	case KVM_SET_TSS_ADDR:
+	case KVM_SET_BOOT_CPU_ID:
+	case KVM_SET_NR_MMU_PAGES:
+	case KVM_SET_TSC_KHZ:
+	case KVM_CREATE_IRQCHIP:
+	case KVM_CREATE_PIT:
+		return 0;	/* a value, or nothing */
+	case KVM_SET_GSI_ROUTING:
+		if (get_user(n, &((struct kvm_irq_routing __user *)uarg)->nr))
+			return -EFAULT;
+		return struct_size((struct kvm_irq_routing *)NULL, entries, n);
+	case KVM_SET_PMU_EVENT_FILTER:
+		if (get_user(n, &((struct kvm_pmu_event_filter __user *)uarg)->nevents))
+			return -EFAULT;
+		return struct_size((struct kvm_pmu_event_filter *)NULL, events, n);
+	case KVM_SET_SIGNAL_MASK:
+		if (get_user(n, &((struct kvm_signal_mask __user *)uarg)->len))
+			return -EFAULT;
+		return struct_size((struct kvm_signal_mask *)NULL, sigset, n);
+	case KVM_X86_SET_MSR_FILTER:
+		return sizeof(struct kvm_msr_filter);	/* bitmaps follow, see below */
+	}
+	return _IOC_SIZE(ioctl);
+}
+
+/* An MSR filter's bitmaps are behind pointers: keep them after the struct. */
+static struct klu_record *klu_record_msr_filter(struct klu_record *rec)
+{
+	struct kvm_msr_filter *f = (void *)rec->data;
+	size_t size = rec->size;
+	struct klu_record *deep;
+	int i;
+
+	for (i = 0; i < KVM_MSR_FILTER_MAX_RANGES; i++)
+		size += BITS_TO_LONGS(f->ranges[i].nmsrs) * sizeof(long);
+	if (size > KLU_MAX_ARG)
+		return ERR_PTR(-E2BIG);
+	deep = krealloc(rec, struct_size(rec, data, size), GFP_KERNEL_ACCOUNT);
+	if (!deep)
+		return ERR_PTR(-ENOMEM);
+	f = (void *)deep->data;
+	size = deep->size;
+	for (i = 0; i < KVM_MSR_FILTER_MAX_RANGES; i++) {
+		size_t n = BITS_TO_LONGS(f->ranges[i].nmsrs) * sizeof(long);
+
+		if (n && copy_from_user(deep->data + size,
+					(void __user *)f->ranges[i].bitmap, n))
+			return ERR_PTR(-EFAULT);
+		size += n;
+	}
+	deep->size = size;
+	return deep;
+}
+
+static struct klu_record *klu_record_new(unsigned int ioctl, unsigned long arg)
+{
+	void __user *uarg = (void __user *)arg;
+	struct klu_record *rec, *deep;
+	long size = klu_arg_size(ioctl, uarg);
+
+	if (size < 0)
+		return ERR_PTR(size);
+	if (size > KLU_MAX_ARG)
+		return ERR_PTR(-E2BIG);
+	rec = kzalloc(struct_size(rec, data, size), GFP_KERNEL_ACCOUNT);
+	if (!rec)
+		return ERR_PTR(-ENOMEM);
+	rec->ioctl = ioctl;
+	rec->size = size;
+	if (!size)
+		rec->value = arg;
+	else if (copy_from_user(rec->data, uarg, size))
+		goto fault;
+	if (ioctl == KVM_X86_SET_MSR_FILTER) {
+		deep = klu_record_msr_filter(rec);
+		if (IS_ERR(deep))
+			kfree(rec);
+		return deep;
+	}
+	return rec;
+fault:
+	kfree(rec);
+	return ERR_PTR(-EFAULT);
+}
+
+/* Drop every record of @journal that @match says @rec supersedes. */
+static void klu_journal_drop(struct list_head *journal, struct klu_record *rec,
+			     bool (*match)(struct klu_record *old, struct klu_record *rec))
+{
+	struct klu_record *old, *next;
+
+	list_for_each_entry_safe(old, next, journal, node) {
+		if (old->ioctl == rec->ioctl && match(old, rec)) {
+			list_del(&old->node);
+			klu_record_free(old);
+		}
+	}
+}
+
+static bool klu_same_ioctl(struct klu_record *old, struct klu_record *rec)
+{
+	return true;
+}
+
+static bool klu_same_irqfd(struct klu_record *old, struct klu_record *rec)
+{
+	return old->files[0] == rec->files[0] &&
+	       ((struct kvm_irqfd *)old->data)->gsi == ((struct kvm_irqfd *)rec->data)->gsi;
+}
+
+static bool klu_same_ioeventfd(struct klu_record *old, struct klu_record *rec)
+{
+	struct kvm_ioeventfd *a = (void *)old->data, *b = (void *)rec->data;
+	u32 flags = b->flags & ~KVM_IOEVENTFD_FLAG_DEASSIGN;
+
+	return old->files[0] == rec->files[0] && a->addr == b->addr && a->len == b->len &&
+	       a->flags == flags &&
+	       (!(flags & KVM_IOEVENTFD_FLAG_DATAMATCH) || a->datamatch == b->datamatch);
+}
+
+/* KVM unregisters every zone of the same kind inside the range it is given. */
+static bool klu_zone_inside(struct klu_record *old, struct klu_record *rec)
+{
+	struct kvm_coalesced_mmio_zone *z = (void *)old->data, *r = (void *)rec->data;
+
+	return z->pio == r->pio && z->addr >= r->addr && z->addr + z->size <= r->addr + r->size;
+}
+
+/*
+ * A memory slot's record replaces the slot's last one (found through vm->slots: a VMM
+ * may have thousands of slots); a deleted slot is forgotten.  1: drop @rec.
+ */
+static int klu_journal_slot(struct klu_vm *vm, struct klu_record *rec)
+{
+	struct kvm_userspace_memory_region *m = (void *)rec->data;
+	struct klu_record *old;
+
+	old = m->memory_size ? xa_store(&vm->slots, m->slot, rec, GFP_KERNEL_ACCOUNT) :
+			       xa_erase(&vm->slots, m->slot);
+	if (xa_is_err(old))
+		return xa_err(old);
+	if (old) {
+		list_del(&old->node);
+		klu_record_free(old);
+	}
+	return m->memory_size ? 0 : 1;
+}
+
+static int klu_record_files(struct klu_record *rec)
+{
+	int fds[2] = { -1, -1 };
+	int i;
+
+	if (rec->ioctl == KVM_IRQFD) {
+		struct kvm_irqfd *a = (void *)rec->data;
+
+		fds[0] = a->fd;
+		if (a->flags & KVM_IRQFD_FLAG_RESAMPLE)
+			fds[1] = a->resamplefd;
+	} else if (rec->ioctl == KVM_IOEVENTFD) {
+		fds[0] = ((struct kvm_ioeventfd *)rec->data)->fd;
+	}
+	for (i = 0; i < 2; i++) {
+		if (fds[i] < 0)
+			continue;
+		rec->files[i] = fget(fds[i]);
+		if (!rec->files[i])
+			return -EBADF;
+	}
+	return 0;
+}
+
+static void klu_set_unmovable(struct klu_vm *vm, const char *what, unsigned int ioctl,
+			      int err)
+{
+	if (vm->unmovable[0])
+		return;
+	snprintf(vm->unmovable, sizeof(vm->unmovable), "no: %s ioctl 0x%x%s", what, ioctl,
+		 err ? " could not be recorded" : " cannot be replayed on another core");
+	pr_info("VM %lu (pid %d): unmovable from now on: %s\n", vm->id, vm->pid,
+		vm->unmovable);
+}
+
+/* The core accepted @ioctl(@arg) on @kf: keep what a move will need of it. */
+void klu_journal_note(struct klu_file *kf, unsigned int ioctl, unsigned long arg)
+{
+	struct klu_vm *vm = kf->vm;
+	struct list_head *journal;
+	struct klu_record *rec;
+	enum klu_keep keep;
+	int r;
+
+	switch (kf->kind) {
+	case KLU_FILE_VM:
+		keep = klu_vm_keep(ioctl);
+		journal = &vm->journal;
+		break;
+	case KLU_FILE_VCPU:
+		keep = klu_vcpu_keep(ioctl);
+		journal = &kf->journal;
+		break;
+	default:
+		keep = KLU_KEEP_REFUSE;
+		journal = NULL;
+		break;
+	}
+	if (keep == KLU_KEEP_NONE)
+		return;
+	mutex_lock(&vm->files_lock);
+	if (keep == KLU_KEEP_REFUSE) {
+		klu_set_unmovable(vm, kf->kind == KLU_FILE_DEVICE ? "device" :
+				  kf->kind == KLU_FILE_VM ? "VM" : "vCPU", ioctl, 0);
+		goto out;
+	}
+	rec = klu_record_new(ioctl, arg);
+	r = IS_ERR(rec) ? PTR_ERR(rec) : klu_record_files(rec);
+	if (r) {
+		if (!IS_ERR(rec))
+			klu_record_free(rec);
+		klu_set_unmovable(vm, "VM", ioctl, r);
+		goto out;
+	}
+	switch (ioctl) {
+	case KVM_SET_USER_MEMORY_REGION:
+		r = klu_journal_slot(vm, rec);
+		if (r < 0)
+			klu_set_unmovable(vm, "VM", ioctl, r);
+		if (r)
+			goto drop;
+		break;
+	case KVM_IRQFD:
+		if (((struct kvm_irqfd *)rec->data)->flags & KVM_IRQFD_FLAG_DEASSIGN) {
+			klu_journal_drop(journal, rec, klu_same_irqfd);
+			goto drop;
+		}
+		break;
+	case KVM_IOEVENTFD:
+		if (((struct kvm_ioeventfd *)rec->data)->flags & KVM_IOEVENTFD_FLAG_DEASSIGN) {
+			klu_journal_drop(journal, rec, klu_same_ioeventfd);
+			goto drop;
+		}
+		break;
+	case KVM_UNREGISTER_COALESCED_MMIO:
+		rec->ioctl = KVM_REGISTER_COALESCED_MMIO;
+		klu_journal_drop(journal, rec, klu_zone_inside);
+		goto drop;
+	case KVM_ENABLE_CAP:
+		switch (((struct kvm_enable_cap *)rec->data)->cap) {
+		case KVM_CAP_DIRTY_LOG_RING:
+		case KVM_CAP_DIRTY_LOG_RING_ACQ_REL:
+			klu_set_unmovable(vm, "dirty ring", ioctl, 0);
+			goto drop;
+		}
+		break;
+	default:
+		if (keep == KLU_KEEP_LATEST)
+			klu_journal_drop(journal, rec, klu_same_ioctl);
+		break;
+	}
+	list_add_tail(&rec->node, journal);
+	goto out;
+drop:
+	klu_record_free(rec);
+out:
+	mutex_unlock(&vm->files_lock);
+}
+
+/* Does a memory slot of @vm log dirty pages?  A move would lose the bits it holds. */
+bool klu_journal_dirty_logging(struct klu_vm *vm)
+{
+	struct klu_record *rec;
+
+	list_for_each_entry(rec, &vm->journal, node)
+		if (rec->ioctl == KVM_SET_USER_MEMORY_REGION &&
+		    ((struct kvm_userspace_memory_region *)rec->data)->flags &
+		    KVM_MEM_LOG_DIRTY_PAGES)
+			return true;
+	return false;
+}
+
+/* Put @rec's argument into @scratch, with fds for its files; returns the ioctl arg. */
+static long klu_record_stage(struct klu_record *rec, void __user *scratch, int fds[2])
+{
+	u8 *buf;
+	int i;
+
+	if (!rec->size)
+		return rec->value;
+	buf = kmemdup(rec->data, rec->size, GFP_KERNEL);
+	if (!buf)
+		return -ENOMEM;
+	for (i = 0; i < 2; i++) {
+		if (!rec->files[i])
+			continue;
+		fds[i] = klu_give_fd(rec->files[i]);
+		if (fds[i] < 0) {
+			kfree(buf);
+			return fds[i];
+		}
+	}
+	if (rec->ioctl == KVM_IRQFD) {
+		((struct kvm_irqfd *)buf)->fd = fds[0];
+		if (fds[1] >= 0)
+			((struct kvm_irqfd *)buf)->resamplefd = fds[1];
+	} else if (rec->ioctl == KVM_IOEVENTFD) {
+		((struct kvm_ioeventfd *)buf)->fd = fds[0];
+	} else if (rec->ioctl == KVM_X86_SET_MSR_FILTER) {
+		struct kvm_msr_filter *f = (void *)buf;
+		size_t off = sizeof(*f);
+
+		for (i = 0; i < KVM_MSR_FILTER_MAX_RANGES; i++) {
+			f->ranges[i].bitmap = (__u8 __force *)scratch + off;
+			off += BITS_TO_LONGS(f->ranges[i].nmsrs) * sizeof(long);
+		}
+	}
+	i = copy_to_user(scratch, buf, rec->size) ? -EFAULT : 0;
+	kfree(buf);
+	return i ? i : (__force long)scratch;
+}
+
+/*
+ * Replay @journal on the core file @core, staging arguments in @scratch (user memory of
+ * the VMM's mm, which the caller uses).  0, or the first error.
+ */
+int klu_journal_replay(struct list_head *journal, struct file *core, void __user *scratch,
+		       size_t scratch_size)
+{
+	struct klu_record *rec;
+	long arg;
+	int r = 0;
+
+	list_for_each_entry(rec, journal, node) {
+		int fds[2] = { -1, -1 };
+
+		if (rec->size > scratch_size)
+			return -E2BIG;
+		arg = klu_record_stage(rec, scratch, fds);
+		r = arg < 0 && rec->size ? arg :
+		    core->f_op->unlocked_ioctl(core, rec->ioctl, arg);
+		if (fds[0] >= 0)
+			close_fd(fds[0]);
+		if (fds[1] >= 0)
+			close_fd(fds[1]);
+		if (r < 0) {
+			pr_err("replaying ioctl 0x%x on the new core failed: %d\n", rec->ioctl, r);
+			return r;
+		}
+	}
+	return 0;
+}

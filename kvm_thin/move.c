@@ -1,0 +1,920 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The live move: a running VM goes from the core that runs it to another, while its VMM
+ * keeps its fds and mappings and notices nothing but a KVM_EXIT_INTR.
+ *
+ *   quiesce   every vCPU leaves the core (a task-work kick is a signal without a signal)
+ *             and parks in kvm_thin's KVM_RUN; an exit the VMM had not completed is
+ *             completed on the old core first.  No call into the old core is under way.
+ *   rebuild   the new core creates the VM and its vCPUs, and kvm_thin replays the
+ *             journal (journal.c): memory slots, irqchip, routing, irqfds, ioeventfds...
+ *   state     vCPU and VM state goes across through KVM's migration uAPI, staged in a
+ *             scratch area of the VMM's own memory: CPUID, TSC offset, registers, FPU,
+ *             MSRs, LAPIC, events, MP state, debug registers, nested state, irqchip,
+ *             PIT, kvmclock.  Guest memory is not copied: both cores map the same.
+ *   commit    the VMM's mappings of kvm_run & co. are zapped and their pages copied,
+ *             kvm_thin's files switch to the new core's, and the vCPUs resume.
+ *
+ * Everything up to commit can fail; the VM then resumes on its old core, untouched, and
+ * the new core's half-built VM is closed.  The work runs in a kernel thread that uses the
+ * VMM's mm, since KVM binds a VM to the mm that creates it.
+ *
+ * Copyright (C) 2026 The kvm-live-upgrade authors.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/delay.h>
+#include <linux/file.h>
+#include <linux/highmem.h>
+#include <linux/kthread.h>
+#include <linux/kvm.h>
+#include <linux/mman.h>
+#include <linux/moduleparam.h>
+#include <linux/sched/mm.h>
+#include <linux/slab.h>
+#include <linux/task_work.h>
+#include <linux/uaccess.h>
+
+#include <asm/msr-index.h>
+
+#include "thin.h"
+
+/* Fault injection: make step N of every move fail (0: none).  For the tests. */
+unsigned int klu_fail_move_step;
+module_param_named(fail_move_step, klu_fail_move_step, uint, 0644);
+MODULE_PARM_DESC(fail_move_step, "make this step of each live move fail (tests only)");
+
+static unsigned int klu_quiesce_ms = 2000;
+module_param_named(quiesce_ms, klu_quiesce_ms, uint, 0644);
+MODULE_PARM_DESC(quiesce_ms, "how long a move waits for a VM's vCPUs to stop");
+
+enum klu_step {
+	KLU_STEP_CHECK = 1,
+	KLU_STEP_QUIESCE,
+	KLU_STEP_CREATE_VM,
+	KLU_STEP_REPLAY_VM,
+	KLU_STEP_CREATE_VCPUS,
+	KLU_STEP_VCPU_STATE,
+	KLU_STEP_VM_STATE,
+	KLU_STEP_COMMIT,
+};
+
+static const char * const klu_step_name[] = {
+	[KLU_STEP_CHECK] = "check",
+	[KLU_STEP_QUIESCE] = "quiesce",
+	[KLU_STEP_CREATE_VM] = "create-vm",
+	[KLU_STEP_REPLAY_VM] = "replay-vm",
+	[KLU_STEP_CREATE_VCPUS] = "create-vcpus",
+	[KLU_STEP_VCPU_STATE] = "vcpu-state",
+	[KLU_STEP_VM_STATE] = "vm-state",
+	[KLU_STEP_COMMIT] = "commit",
+};
+
+/* One move of one VM. */
+struct klu_move {
+	struct klu_vm *vm;
+	struct klu_core *to;
+	enum klu_step step;
+	char why[96];
+	int result;
+	struct completion done;
+	void __user *scratch;
+	/* The new core's files, in the order of vm->files. */
+	struct file **new;
+	int nr_files;
+	struct file *old_vm;		/* the old core's VM file */
+	u32 *msrs;			/* the MSR indices to move */
+	u32 nr_msrs;
+	u64 t0, t_quiet, t_rebuilt, t_state;
+};
+
+static DEFINE_MUTEX(klu_move_lock);	/* one trigger at a time */
+
+static int klu_fail(struct klu_move *mv, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(mv->why, sizeof(mv->why), fmt, ap);
+	va_end(ap);
+	return err;
+}
+
+static int klu_step(struct klu_move *mv, enum klu_step step)
+{
+	mv->step = step;
+	if (klu_fail_move_step == step)
+		return klu_fail(mv, -EIO, "fault injected (fail_move_step=%u)", step);
+	return 0;
+}
+
+static long klu_ioc(struct file *f, unsigned int ioctl, unsigned long arg)
+{
+	return f->f_op->unlocked_ioctl(f, ioctl, arg);
+}
+
+#define KLU_MAX_CPUID	256	/* KVM_MAX_CPUID_ENTRIES */
+
+static long klu_ioc_ptr(struct file *f, unsigned int ioctl, void __user *arg)
+{
+	return klu_ioc(f, ioctl, (unsigned long)arg);
+}
+
+/* ---- quiesce ------------------------------------------------------------------- */
+
+static void klu_kick_done(struct callback_head *cb)
+{
+	kfree(cb);
+}
+
+/* Make the thread in KVM_RUN on @kf leave the guest, as a signal would. */
+static void klu_move_kick(struct klu_file *kf)
+{
+	struct callback_head *cb = kmalloc(sizeof(*cb), GFP_KERNEL);
+
+	if (!cb)
+		return;		/* the quiesce times out and the move fails */
+	init_task_work(cb, klu_kick_done);
+	spin_lock(&kf->run_lock);
+	if (!kf->run_task || task_work_add(kf->run_task, cb, TWA_SIGNAL)) {
+		spin_unlock(&kf->run_lock);
+		kfree(cb);
+		return;
+	}
+	spin_unlock(&kf->run_lock);
+}
+
+/* The first vCPU that is in the core or owes the core an exit completion, or NULL. */
+static struct klu_file *klu_busy_vcpu(struct klu_vm *vm)
+{
+	struct klu_file *kf;
+
+	list_for_each_entry(kf, &vm->files, node)
+		if (kf->kind == KLU_FILE_VCPU &&
+		    (READ_ONCE(kf->run_task) || READ_ONCE(kf->exit_pending)))
+			return kf;
+	return NULL;
+}
+
+/* Stop every vCPU of the VM; on success vm->lock is held for writing. */
+static int klu_quiesce(struct klu_move *mv)
+{
+	struct klu_vm *vm = mv->vm;
+	unsigned long deadline = jiffies + msecs_to_jiffies(klu_quiesce_ms);
+	struct klu_file *kf, *busy;
+
+	WRITE_ONCE(vm->moving, true);
+	smp_mb();	/* pairs with klu_vcpu_run(): it sees moving, or we see it running */
+	list_for_each_entry(kf, &vm->files, node)
+		if (kf->kind == KLU_FILE_VCPU)
+			klu_move_kick(kf);
+	for (;;) {
+		wait_event_timeout(vm->wq, !klu_busy_vcpu(vm),
+				   max_t(long, deadline - jiffies, 1));
+		/* Calls other than KVM_RUN (the VMM's other threads) are short. */
+		while (!down_write_trylock(&vm->lock)) {
+			if (time_after(jiffies, deadline))
+				goto timeout;
+			usleep_range(100, 200);
+		}
+		busy = klu_busy_vcpu(vm);
+		if (!busy)
+			return 0;
+		up_write(&vm->lock);
+		if (time_after(jiffies, deadline))
+			goto timeout;
+		if (READ_ONCE(busy->run_task))
+			klu_move_kick(busy);
+	}
+timeout:
+	busy = klu_busy_vcpu(vm);
+	if (busy && READ_ONCE(busy->exit_pending))
+		return klu_fail(mv, -ETIMEDOUT,
+				"vCPU %u did not come back to KVM_RUN to complete its exit within %u ms",
+				busy->vcpu_id, klu_quiesce_ms);
+	if (busy)
+		return klu_fail(mv, -ETIMEDOUT, "vCPU %u did not leave the guest within %u ms",
+				busy->vcpu_id, klu_quiesce_ms);
+	return klu_fail(mv, -ETIMEDOUT, "a call into the core did not end within %u ms",
+			klu_quiesce_ms);
+}
+
+static void klu_resume(struct klu_vm *vm)
+{
+	WRITE_ONCE(vm->moving, false);
+	up_write(&vm->lock);
+	wake_up_all(&vm->wq);
+}
+
+/* ---- rebuild ------------------------------------------------------------------- */
+
+static int klu_new_file(struct klu_move *mv, int i, long fd)
+{
+	if (fd < 0)
+		return fd;
+	mv->new[i] = klu_take_fd(fd);
+	return mv->new[i] ? 0 : -EBADF;
+}
+
+static int klu_rebuild(struct klu_move *mv)
+{
+	struct klu_vm *vm = mv->vm;
+	struct klu_file *kf;
+	int i = 0, r;
+
+	r = klu_step(mv, KLU_STEP_CREATE_VM);
+	if (r)
+		return r;
+	/* kvm_dev_ioctl() does not look at its file for KVM_CREATE_VM. */
+	r = klu_new_file(mv, 0, mv->to->fops->unlocked_ioctl(NULL, KVM_CREATE_VM, vm->type));
+	if (r)
+		return klu_fail(mv, r, "core %s: KVM_CREATE_VM(%lu) failed", mv->to->tag,
+				vm->type);
+	r = klu_step(mv, KLU_STEP_REPLAY_VM);
+	if (r)
+		return r;
+	r = klu_journal_replay(&vm->journal, mv->new[0], mv->scratch, KLU_SCRATCH_ARG);
+	if (r)
+		return klu_fail(mv, r, "replaying the VM's configuration failed");
+	r = klu_step(mv, KLU_STEP_CREATE_VCPUS);
+	if (r)
+		return r;
+	list_for_each_entry(kf, &vm->files, node) {
+		if (kf->kind != KLU_FILE_VCPU) {
+			i++;
+			continue;
+		}
+		r = klu_new_file(mv, i++, klu_ioc(mv->new[0], KVM_CREATE_VCPU, kf->vcpu_id));
+		if (r)
+			return klu_fail(mv, r, "KVM_CREATE_VCPU(%u) failed", kf->vcpu_id);
+		r = klu_journal_replay(&kf->journal, mv->new[i - 1], mv->scratch,
+				       KLU_SCRATCH_ARG);
+		if (r)
+			return klu_fail(mv, r, "replaying vCPU %u's configuration failed",
+					kf->vcpu_id);
+	}
+	return 0;
+}
+
+/* ---- state --------------------------------------------------------------------- */
+
+/* GET with @get on @from into scratch, then SET with @set on @to from it. */
+static int klu_xfer(struct klu_move *mv, struct file *from, struct file *to,
+		    unsigned int get, unsigned int set, const char *what)
+{
+	long r = klu_ioc_ptr(from, get, mv->scratch);
+
+	if (r >= 0)
+		r = klu_ioc_ptr(to, set, mv->scratch);
+	return r < 0 ? klu_fail(mv, r, "%s: %ld", what, r) : 0;
+}
+
+static int klu_xfer_cpuid(struct klu_move *mv, struct file *from, struct file *to)
+{
+	struct kvm_cpuid2 __user *c = mv->scratch;
+	u32 nent;
+	long r;
+
+	if (put_user(KLU_MAX_CPUID, &c->nent))
+		return -EFAULT;
+	r = klu_ioc_ptr(from, KVM_GET_CPUID2, c);
+	if (r < 0)
+		return klu_fail(mv, r, "KVM_GET_CPUID2: %ld", r);
+	if (get_user(nent, &c->nent))
+		return -EFAULT;
+	if (!nent)	/* the VMM never set CPUID: nor do we */
+		return 0;
+	r = klu_ioc_ptr(to, KVM_SET_CPUID2, c);
+	return r < 0 ? klu_fail(mv, r, "KVM_SET_CPUID2: %ld", r) : 0;
+}
+
+/* The guest's TSC keeps its offset from the host's: no jump, however long the move. */
+static int klu_xfer_tsc(struct klu_move *mv, struct file *from, struct file *to)
+{
+	struct kvm_device_attr attr = {
+		.group = KVM_VCPU_TSC_CTRL,
+		.attr = KVM_VCPU_TSC_OFFSET,
+		.addr = (u64)(unsigned long)(mv->scratch + 64),
+	};
+	long khz_from, khz_to, r;
+
+	khz_from = klu_ioc(from, KVM_GET_TSC_KHZ, 0);
+	khz_to = klu_ioc(to, KVM_GET_TSC_KHZ, 0);
+	if (khz_from > 0 && khz_from != khz_to) {
+		r = klu_ioc(to, KVM_SET_TSC_KHZ, khz_from);
+		if (r < 0)
+			return klu_fail(mv, r, "KVM_SET_TSC_KHZ(%ld): %ld", khz_from, r);
+	}
+	if (copy_to_user(mv->scratch, &attr, sizeof(attr)))
+		return -EFAULT;
+	return klu_xfer(mv, from, to, KVM_GET_DEVICE_ATTR, KVM_SET_DEVICE_ATTR,
+			"TSC offset");
+}
+
+/* XSAVE as large as this host's (KVM_CAP_XSAVE2), else the legacy FPU state. */
+static int klu_xfer_xsave(struct klu_move *mv, struct file *from, struct file *to)
+{
+	long size = klu_ioc(mv->old_vm, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
+
+	if (size > KLU_SCRATCH_ARG)
+		return klu_fail(mv, -E2BIG, "XSAVE state of %ld bytes", size);
+	if (size > 0)
+		return klu_xfer(mv, from, to, KVM_GET_XSAVE2, KVM_SET_XSAVE, "XSAVE");
+	if (klu_ioc(mv->old_vm, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE) > 0)
+		return klu_xfer(mv, from, to, KVM_GET_XSAVE, KVM_SET_XSAVE, "XSAVE");
+	return klu_xfer(mv, from, to, KVM_GET_FPU, KVM_SET_FPU, "FPU");
+}
+
+/* The MSR indices the old core lists for save/restore, and its feature MSRs, but the TSC. */
+static int klu_msr_list(struct klu_move *mv, struct klu_core *core)
+{
+	static const unsigned int lists[] = {
+		KVM_GET_MSR_INDEX_LIST, KVM_GET_MSR_FEATURE_INDEX_LIST,
+	};
+	struct kvm_msr_list __user *ul = mv->scratch;
+	u32 *grown, nr, base, i, j;
+	long r;
+
+	for (i = 0; i < ARRAY_SIZE(lists); i++) {
+		nr = (KLU_SCRATCH_ARG - sizeof(*ul)) / sizeof(u32);
+		if (put_user(nr, &ul->nmsrs))
+			return -EFAULT;
+		/* kvm_dev_ioctl() does not look at its file for these. */
+		r = core->fops->unlocked_ioctl(NULL, lists[i], (unsigned long)ul);
+		if (r < 0)
+			return klu_fail(mv, r, "MSR list 0x%x of core %s: %ld", lists[i],
+					core->tag, r);
+		if (get_user(nr, &ul->nmsrs))
+			return -EFAULT;
+		grown = krealloc(mv->msrs, (mv->nr_msrs + nr) * sizeof(u32), GFP_KERNEL);
+		if (!grown)
+			return -ENOMEM;
+		mv->msrs = grown;
+		if (copy_from_user(grown + mv->nr_msrs, ul->indices, nr * sizeof(u32)))
+			return -EFAULT;
+		base = mv->nr_msrs;
+		for (j = 0; j < nr; j++)
+			if (grown[base + j] != MSR_IA32_TSC)
+				grown[mv->nr_msrs++] = grown[base + j];
+	}
+	return 0;
+}
+
+/* Stage a struct kvm_msrs of @n entries (indices from @index, or entries @e) in scratch. */
+static int klu_stage_msrs(struct klu_move *mv, const u32 *index,
+			  const struct kvm_msr_entry *e, u32 n)
+{
+	struct kvm_msrs __user *um = mv->scratch;
+	struct kvm_msr_entry x = {};
+	u32 i;
+
+	if (put_user(n, &um->nmsrs))
+		return -EFAULT;
+	if (e)
+		return copy_to_user(um->entries, e, n * sizeof(*e)) ? -EFAULT : 0;
+	for (i = 0; i < n; i++) {
+		x.index = index[i];
+		if (copy_to_user(&um->entries[i], &x, sizeof(x)))
+			return -EFAULT;
+	}
+	return 0;
+}
+
+/*
+ * Every listed MSR the vCPU can read (one not in its CPUID is skipped, as KVM_GET_MSRS
+ * stops there) goes to the new vCPU.  One the new core refuses is fine if the new vCPU
+ * already holds that value (KVM's default); otherwise the move fails rather than lose it.
+ */
+static int klu_xfer_msrs(struct klu_move *mv, struct file *from, struct file *to)
+{
+	struct kvm_msrs __user *um = mv->scratch;
+	struct kvm_msr_entry *vals, now;
+	u32 done = 0, got = 0;
+	long r = 0;
+
+	vals = kvmalloc_array(mv->nr_msrs ?: 1, sizeof(*vals), GFP_KERNEL);
+	if (!vals)
+		return -ENOMEM;
+	while (done < mv->nr_msrs) {
+		r = klu_stage_msrs(mv, mv->msrs + done, NULL, mv->nr_msrs - done);
+		if (!r)
+			r = klu_ioc_ptr(from, KVM_GET_MSRS, um);
+		if (r < 0) {
+			r = klu_fail(mv, r, "KVM_GET_MSRS: %ld", r);
+			goto out;
+		}
+		if (copy_from_user(vals + got, um->entries, r * sizeof(*vals))) {
+			r = -EFAULT;
+			goto out;
+		}
+		got += r;
+		done += r + 1;		/* past the one it could not read */
+	}
+	for (done = 0; done < got; done += r + 1) {
+		r = klu_stage_msrs(mv, NULL, vals + done, got - done);
+		if (!r)
+			r = klu_ioc_ptr(to, KVM_SET_MSRS, um);
+		if (r < 0) {
+			r = klu_fail(mv, r, "KVM_SET_MSRS: %ld", r);
+			goto out;
+		}
+		if (done + r >= got)
+			break;
+		/* Refused: does the new vCPU hold the value anyway? */
+		now = (struct kvm_msr_entry){ .index = vals[done + r].index };
+		if (klu_stage_msrs(mv, NULL, &now, 1) || klu_ioc_ptr(to, KVM_GET_MSRS, um) != 1 ||
+		    copy_from_user(&now, um->entries, sizeof(now)) ||
+		    now.data != vals[done + r].data) {
+			r = klu_fail(mv, -EINVAL,
+				     "the new core refused MSR 0x%x = 0x%llx (it holds 0x%llx)",
+				     vals[done + r].index, vals[done + r].data, now.data);
+			goto out;
+		}
+	}
+	r = 0;
+out:
+	kvfree(vals);
+	return r;
+}
+
+/* A vCPU that is in guest mode of a nested guest, or has VMXON done, brings that along. */
+static int klu_xfer_nested(struct klu_move *mv, struct file *from, struct file *to)
+{
+	struct kvm_nested_state __user *un = mv->scratch;
+	struct kvm_nested_state hdr;
+	long size = klu_ioc(mv->old_vm, KVM_CHECK_EXTENSION, KVM_CAP_NESTED_STATE);
+	long r;
+
+	if (size <= 0)
+		return 0;
+	if (size > KLU_SCRATCH_ARG)
+		return klu_fail(mv, -E2BIG, "nested state of %ld bytes", size);
+	if (put_user((u32)size, &un->size))
+		return -EFAULT;
+	r = klu_ioc_ptr(from, KVM_GET_NESTED_STATE, un);
+	if (r < 0)
+		return klu_fail(mv, r, "KVM_GET_NESTED_STATE: %ld", r);
+	if (copy_from_user(&hdr, un, sizeof(hdr)))
+		return -EFAULT;
+	if (!hdr.flags && (hdr.format != KVM_STATE_NESTED_FORMAT_VMX ||
+			   hdr.hdr.vmx.vmxon_pa == -1ull))
+		return 0;	/* not using nested virtualisation */
+	r = klu_ioc_ptr(to, KVM_SET_NESTED_STATE, un);
+	return r < 0 ? klu_fail(mv, r, "KVM_SET_NESTED_STATE: %ld", r) : 0;
+}
+
+/* Like klu_xfer(), for state the VM may not have: @absent from GET means "none". */
+static int klu_xfer_opt(struct klu_move *mv, struct file *from, struct file *to,
+			unsigned int get, unsigned int set, int absent, const char *what)
+{
+	long r = klu_ioc_ptr(from, get, mv->scratch);
+
+	if (r == absent)
+		return 0;
+	if (r >= 0)
+		r = klu_ioc_ptr(to, set, mv->scratch);
+	return r < 0 ? klu_fail(mv, r, "%s: %ld", what, r) : 0;
+}
+
+/*
+ * One vCPU, in the order QEMU's migration uses where it matters: CPUID before anything
+ * that depends on it, the TSC before the TSC deadline, SREGS (EFER, APIC base) before
+ * nested state and the LAPIC, and the LAPIC (timer mode) before the MSRs (TSC deadline).
+ */
+static int klu_xfer_vcpu(struct klu_move *mv, struct file *from, struct file *to)
+{
+	int r;
+
+	r = klu_xfer_cpuid(mv, from, to);
+	if (!r)
+		r = klu_xfer_tsc(mv, from, to);
+	if (!r)
+		r = klu_xfer(mv, from, to, KVM_GET_SREGS, KVM_SET_SREGS, "special registers");
+	if (!r)
+		r = klu_xfer_nested(mv, from, to);
+	if (!r)
+		r = klu_xfer(mv, from, to, KVM_GET_REGS, KVM_SET_REGS, "registers");
+	if (!r)
+		r = klu_xfer_xsave(mv, from, to);
+	if (!r && klu_ioc(mv->old_vm, KVM_CHECK_EXTENSION, KVM_CAP_XCRS) > 0)
+		r = klu_xfer(mv, from, to, KVM_GET_XCRS, KVM_SET_XCRS, "XCRs");
+	if (!r)	/* no LAPIC in the kernel: -EINVAL */
+		r = klu_xfer_opt(mv, from, to, KVM_GET_LAPIC, KVM_SET_LAPIC, -EINVAL, "LAPIC");
+	if (!r)
+		r = klu_xfer_msrs(mv, from, to);
+	if (!r)
+		r = klu_xfer(mv, from, to, KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS, "events");
+	if (!r)
+		r = klu_xfer(mv, from, to, KVM_GET_MP_STATE, KVM_SET_MP_STATE, "MP state");
+	if (!r)
+		r = klu_xfer(mv, from, to, KVM_GET_DEBUGREGS, KVM_SET_DEBUGREGS,
+			     "debug registers");
+	return r;
+}
+
+/* The in-kernel PIC and IOAPIC, the PIT, and kvmclock, which keeps counting. */
+static int klu_xfer_vm(struct klu_move *mv, struct file *from, struct file *to)
+{
+	struct kvm_irqchip __user *chip = mv->scratch;
+	struct kvm_clock_data clock;
+	u32 id;
+	int r = 0;
+
+	for (id = KVM_IRQCHIP_PIC_MASTER; !r && id <= KVM_IRQCHIP_IOAPIC; id++) {
+		if (put_user(id, &chip->chip_id))
+			return -EFAULT;
+		/* no in-kernel irqchip, or a split one: -ENXIO */
+		r = klu_xfer_opt(mv, from, to, KVM_GET_IRQCHIP, KVM_SET_IRQCHIP, -ENXIO,
+				 "irqchip");
+	}
+	if (!r)
+		r = klu_xfer_opt(mv, from, to, KVM_GET_PIT2, KVM_SET_PIT2, -ENXIO, "PIT");
+	if (r)
+		return r;
+	r = klu_ioc_ptr(from, KVM_GET_CLOCK, mv->scratch);
+	if (r < 0)
+		return klu_fail(mv, r, "KVM_GET_CLOCK: %d", r);
+	if (copy_from_user(&clock, mv->scratch, sizeof(clock)))
+		return -EFAULT;
+	/* With the host's real time, the new clock adds what passed since the read. */
+	clock.flags &= KVM_CLOCK_REALTIME;
+	if (copy_to_user(mv->scratch, &clock, sizeof(clock)))
+		return -EFAULT;
+	r = klu_ioc_ptr(to, KVM_SET_CLOCK, mv->scratch);
+	return r < 0 ? klu_fail(mv, r, "KVM_SET_CLOCK: %d", r) : 0;
+}
+
+static int klu_xfer_state(struct klu_move *mv)
+{
+	struct klu_file *kf;
+	int i = 0, r;
+
+	r = klu_step(mv, KLU_STEP_VCPU_STATE);
+	if (!r)
+		r = klu_msr_list(mv, mv->vm->core);
+	list_for_each_entry(kf, &mv->vm->files, node) {
+		if (!r && kf->kind == KLU_FILE_VCPU) {
+			r = klu_xfer_vcpu(mv, kf->core, mv->new[i]);
+			if (r && !mv->why[0])
+				klu_fail(mv, r, "vCPU %u", kf->vcpu_id);
+		}
+		i++;
+	}
+	if (!r)
+		r = klu_step(mv, KLU_STEP_VM_STATE);
+	if (!r)
+		r = klu_xfer_vm(mv, mv->old_vm, mv->new[0]);
+	return r;
+}
+
+/* ---- commit -------------------------------------------------------------------- */
+
+/* Copy page @pgoff of the core file @from to the same page of @to. */
+static int klu_copy_page(struct file *from, struct file *to, pgoff_t pgoff)
+{
+	struct page *src = klu_core_page(from, pgoff), *dst;
+
+	if (IS_ERR(src))
+		return PTR_ERR(src);
+	dst = klu_core_page(to, pgoff);
+	if (IS_ERR(dst)) {
+		put_page(src);
+		return PTR_ERR(dst);
+	}
+	copy_highpage(dst, src);
+	put_page(dst);
+	put_page(src);
+	return 0;
+}
+
+/*
+ * The pages the VMM maps (kvm_run, the PIO data page, the coalesced MMIO ring), then
+ * the switch.  The VMM's mappings are zapped first: a VMM thread touching them now waits
+ * in klu_file_fault() and then sees the new core's pages.
+ */
+static int klu_commit(struct klu_move *mv)
+{
+	struct klu_vm *vm = mv->vm;
+	struct klu_file *kf;
+	bool ring = false;
+	int i = 0, r;
+
+	r = klu_step(mv, KLU_STEP_COMMIT);
+	if (r)
+		return r;
+	list_for_each_entry(kf, &vm->files, node) {
+		struct address_space *mapping = READ_ONCE(kf->mapping);
+
+		if (mapping)
+			unmap_mapping_range(mapping, 0, 0, 1);
+	}
+	list_for_each_entry(kf, &vm->files, node) {
+		if (kf->kind == KLU_FILE_VCPU) {
+			r = klu_copy_page(kf->core, mv->new[i], 0);
+			if (!r)
+				r = klu_copy_page(kf->core, mv->new[i], KVM_PIO_PAGE_OFFSET);
+			if (!r && !ring) {
+				r = klu_copy_page(kf->core, mv->new[i],
+						  KVM_COALESCED_MMIO_PAGE_OFFSET);
+				ring = true;
+			}
+			if (r)
+				return klu_fail(mv, r, "copying vCPU %u's shared pages",
+						kf->vcpu_id);
+		}
+		i++;
+	}
+	/* Past this point nothing fails: the old core's files go to the graveyard. */
+	i = 0;
+	list_for_each_entry(kf, &vm->files, node) {
+		struct klu_grave *g = kzalloc(sizeof(*g), GFP_KERNEL | __GFP_NOFAIL);
+
+		g->file = kf->core;
+		list_add_tail(&g->node, &vm->graveyard);
+		kf->core = mv->new[i];
+		mv->new[i++] = NULL;
+	}
+	WRITE_ONCE(vm->core, mv->to);
+	return 0;
+}
+
+/* ---- one VM -------------------------------------------------------------------- */
+
+static int klu_move_check(struct klu_move *mv)
+{
+	struct klu_vm *vm = mv->vm;
+	struct klu_file *kf;
+	int r = klu_step(mv, KLU_STEP_CHECK);
+
+	if (r)
+		return r;
+	if (vm->unmovable[0])
+		return klu_fail(mv, -EOPNOTSUPP, "the VM is not movable: %s", vm->unmovable);
+	if (klu_journal_dirty_logging(vm))
+		return klu_fail(mv, -EOPNOTSUPP,
+				"a memory slot logs dirty pages, whose bits a move would lose");
+	kf = list_first_entry_or_null(&vm->files, struct klu_file, node);
+	if (!kf || kf->kind != KLU_FILE_VM)
+		return klu_fail(mv, -ENOENT, "the VMM closed the VM file");
+	mv->old_vm = kf->core;
+	list_for_each_entry(kf, &vm->files, node)
+		mv->nr_files++;
+	mv->new = kcalloc(mv->nr_files, sizeof(*mv->new), GFP_KERNEL);
+	return mv->new ? 0 : -ENOMEM;
+}
+
+/* What the new core built for a failed move is closed by a VMM thread, like old files. */
+static void klu_move_discard(struct klu_move *mv)
+{
+	struct klu_grave *g;
+	int i;
+
+	for (i = mv->nr_files - 1; i >= 0; i--) {
+		if (!mv->new[i])
+			continue;
+		g = kzalloc(sizeof(*g), GFP_KERNEL | __GFP_NOFAIL);
+		g->file = mv->new[i];
+		list_add_tail(&g->node, &mv->vm->graveyard);
+	}
+}
+
+static void klu_move_record(struct klu_move *mv, const char *from, u64 t_end)
+{
+	struct klu_vm *vm = mv->vm;
+
+	vm->move_result = mv->result;
+	strscpy(vm->move_step, klu_step_name[mv->step], sizeof(vm->move_step));
+	strscpy(vm->move_from, from, sizeof(vm->move_from));
+	strscpy(vm->move_to, mv->to->tag, sizeof(vm->move_to));
+	vm->blackout_ns = mv->t0 ? t_end - mv->t0 : 0;
+	vm->quiesce_ns = mv->t_quiet ? mv->t_quiet - mv->t0 : 0;
+	vm->rebuild_ns = mv->t_rebuilt ? mv->t_rebuilt - mv->t_quiet : 0;
+	vm->state_ns = mv->t_state ? mv->t_state - mv->t_rebuilt : 0;
+	vm->commit_ns = mv->t_state ? t_end - mv->t_state : 0;
+}
+
+static int klu_move_thread(void *data)
+{
+	struct klu_move *mv = data;
+	struct klu_vm *vm = mv->vm;
+	char from[KLU_TAG_MAX];
+	unsigned long uaddr;
+	int r;
+
+	if (!mmget_not_zero(vm->mm)) {
+		r = klu_fail(mv, -ESRCH, "the VMM is exiting");
+		goto out;
+	}
+	kthread_use_mm(vm->mm);
+	uaddr = vm_mmap(NULL, 0, KLU_SCRATCH_SIZE, PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS, 0);
+	if (IS_ERR_VALUE(uaddr)) {
+		r = klu_fail(mv, (long)uaddr, "no scratch memory in the VMM");
+		goto out_mm;
+	}
+	mv->scratch = (void __user *)uaddr;
+
+	mutex_lock(&vm->files_lock);
+	strscpy(from, vm->core->tag, sizeof(from));
+	r = klu_move_check(mv);
+	if (r)
+		goto out_files;
+	mv->t0 = ktime_get_ns();
+	r = klu_step(mv, KLU_STEP_QUIESCE);
+	if (!r)
+		r = klu_quiesce(mv);
+	if (r) {
+		/* Nothing was stopped for good: let parked vCPUs go on. */
+		WRITE_ONCE(vm->moving, false);
+		wake_up_all(&vm->wq);
+		goto out_files;
+	}
+	mv->t_quiet = ktime_get_ns();
+	r = klu_rebuild(mv);
+	mv->t_rebuilt = ktime_get_ns();
+	if (!r)
+		r = klu_xfer_state(mv);
+	mv->t_state = ktime_get_ns();
+	if (!r)
+		r = klu_commit(mv);
+	if (r)
+		klu_move_discard(mv);
+	mv->result = r;
+	klu_move_record(mv, from, ktime_get_ns());
+	klu_resume(vm);
+	mutex_unlock(&vm->files_lock);
+	goto out_scratch;
+out_files:
+	mv->result = r;
+	down_write(&vm->lock);
+	klu_move_record(mv, from, ktime_get_ns());
+	up_write(&vm->lock);
+	mutex_unlock(&vm->files_lock);
+out_scratch:
+	vm_munmap(uaddr, KLU_SCRATCH_SIZE);
+out_mm:
+	kthread_unuse_mm(vm->mm);
+	mmput(vm->mm);
+out:
+	mv->result = r;
+	complete(&mv->done);
+	return 0;
+}
+
+/* Move @vm to core @to: 0, or -errno with the reason logged. */
+static int klu_move_vm(struct klu_vm *vm, struct klu_core *to)
+{
+	struct klu_move *mv;
+	struct task_struct *t;
+	char from[KLU_TAG_MAX];
+	int r;
+
+	mv = kzalloc(sizeof(*mv), GFP_KERNEL);
+	if (!mv)
+		return -ENOMEM;
+	mv->vm = vm;
+	mv->to = to;
+	init_completion(&mv->done);
+	strscpy(from, READ_ONCE(vm->core)->tag, sizeof(from));
+	t = kthread_run(klu_move_thread, mv, "klu-move-%lu", vm->id);
+	if (IS_ERR(t)) {
+		r = klu_fail(mv, PTR_ERR(t), "cannot start the move thread");
+	} else {
+		wait_for_completion(&mv->done);
+		r = mv->result;
+	}
+	if (r)
+		pr_err("move of VM %lu (pid %d) from %s to %s failed at step %s: %s (%d); it runs on %s\n",
+		       vm->id, vm->pid, from, to->tag,
+		       mv->step ? klu_step_name[mv->step] : "start",
+		       mv->why[0] ? mv->why : "error", r, from);
+	else
+		pr_info("moved VM %lu (pid %d, %d vCPUs) from %s to %s: blackout %llu us (quiesce %llu, rebuild %llu, state %llu, commit %llu)\n",
+			vm->id, vm->pid, vm->nr_vcpus, from, to->tag, vm->blackout_ns / 1000,
+			vm->quiesce_ns / 1000, vm->rebuild_ns / 1000, vm->state_ns / 1000,
+			vm->commit_ns / 1000);
+	kfree(mv->new);
+	kfree(mv->msrs);
+	kfree(mv);
+	return r;
+}
+
+/* ---- the trigger --------------------------------------------------------------- */
+
+/* The last trigger, for reading /sys/kernel/kvm_thin/move. */
+static struct {
+	char to[KLU_TAG_MAX];
+	int moved, failed, skipped, total;
+	u64 ns;
+	bool running;
+} klu_last;
+
+struct klu_trigger {
+	struct klu_core *to;
+	long id;		/* one VM, or -1 for all */
+	int first_error;
+};
+
+static int klu_trigger_one(struct klu_vm *vm, void *data)
+{
+	struct klu_trigger *t = data;
+	int r;
+
+	if (t->id >= 0 && vm->id != t->id)
+		return 0;
+	if (READ_ONCE(vm->core) == t->to) {
+		klu_last.skipped++;
+		return 0;
+	}
+	klu_last.total++;
+	pr_info("move %d: VM %lu (pid %d) to %s\n", klu_last.total, vm->id, vm->pid,
+		t->to->tag);
+	r = klu_move_vm(vm, t->to);
+	if (r) {
+		klu_last.failed++;
+		if (!t->first_error)
+			t->first_error = r;
+	} else {
+		klu_last.moved++;
+	}
+	return 0;
+}
+
+static ssize_t move_store(struct kobject *kobj, struct kobj_attribute *attr,
+			  const char *buf, size_t count)
+{
+	struct klu_trigger t = { .id = -1 };
+	struct klu_core *prev_active;
+	char tag[KLU_TAG_MAX] = "";
+	u64 start;
+	int n;
+
+	n = sscanf(buf, "%ld %15s", &t.id, tag);
+	if (n != 2) {
+		t.id = -1;
+		n = sscanf(buf, "%15s", tag);
+	}
+	if (n < 1 || !tag[0] || t.id < -1) {
+		pr_err("move: write '<tag>' (every VM) or '<vm id> <tag>' (one VM)\n");
+		return -EINVAL;
+	}
+	if (!mutex_trylock(&klu_move_lock)) {
+		pr_err("move: another move is under way\n");
+		return -EBUSY;
+	}
+	mutex_lock(&klu_cores_lock);
+	t.to = klu_core_by_tag(tag);
+	if (t.to && !try_module_get(t.to->vendor))
+		t.to = NULL;
+	prev_active = klu_core_active_locked();
+	/* Moving every VM: new VMs go to the new core too, from now on. */
+	if (t.to && t.id < 0)
+		klu_core_set_active(t.to);
+	mutex_unlock(&klu_cores_lock);
+	if (!t.to) {
+		mutex_unlock(&klu_move_lock);
+		pr_err("move: no core with tag '%s' is loaded; see /sys/kernel/kvm_thin/cores\n",
+		       tag);
+		return -ENOENT;
+	}
+
+	memset(&klu_last, 0, sizeof(klu_last));
+	strscpy(klu_last.to, tag, sizeof(klu_last.to));
+	klu_last.running = true;
+	start = ktime_get_ns();
+	klu_vms_for_each(klu_trigger_one, &t);
+	klu_last.ns = ktime_get_ns() - start;
+	klu_last.running = false;
+	if (t.id >= 0 && !klu_last.total && !klu_last.skipped) {
+		pr_err("move: no VM with id %ld\n", t.id);
+		t.first_error = -ENOENT;
+	}
+	/* A failed switch of every VM leaves new VMs where they went before, too. */
+	if (t.first_error && t.id < 0) {
+		mutex_lock(&klu_cores_lock);
+		if (prev_active && klu_core_active_locked() == t.to &&
+		    klu_core_by_tag(prev_active->tag) == prev_active)
+			klu_core_set_active(prev_active);
+		mutex_unlock(&klu_cores_lock);
+	}
+	pr_info("move to %s: %d moved, %d failed, %d already there, in %llu us\n", tag,
+		klu_last.moved, klu_last.failed, klu_last.skipped, klu_last.ns / 1000);
+	module_put(t.to->vendor);
+	mutex_unlock(&klu_move_lock);
+	return t.first_error ?: count;
+}
+
+static ssize_t move_show(struct kobject *kobj, struct kobj_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%s to=%s moved=%d failed=%d skipped=%d of=%d ns=%llu\n",
+			  klu_last.running ? "running" : klu_last.to[0] ? "done" : "none",
+			  klu_last.to[0] ? klu_last.to : "-", klu_last.moved, klu_last.failed,
+			  klu_last.skipped, klu_last.total, klu_last.ns);
+}
+
+static struct kobj_attribute move_attr = __ATTR_RW(move);
+
+int klu_move_init(struct kobject *parent)
+{
+	return sysfs_create_file(parent, &move_attr.attr);
+}
