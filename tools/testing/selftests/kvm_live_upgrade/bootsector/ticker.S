@@ -1,11 +1,18 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * A 512-byte boot sector for an unmodified VMM: it prints "klu-tick N" (N = 0..39) on
- * COM1, spinning between lines, then writes 0x31 to isa-debug-exit (port 0xf4), which
+ * A 512-byte boot sector for an unmodified VMM: it prints "klu-tick N" (N = 0..39, or
+ * up to KLU_TICKS - 1) on COM1, spinning between lines, then writes 0x31 to isa-debug-exit (port 0xf4), which
  * QEMU turns into exit status (0x31 << 1) | 1 = 99.  The host checks every line.
  *
  * Copyright (C) 2026 The kvm-live-upgrade authors.
  */
+#ifndef KLU_TICKS
+#define KLU_TICKS	40		/* at most 100: two digits */
+#endif
+#ifndef KLU_SPIN
+#define KLU_SPIN	0x200000
+#endif
+
 	.code16
 	.section .text
 	.globl _start
@@ -36,10 +43,10 @@ tick:
 	call	putc
 	movb	$'\n', %al
 	call	putc
-	movl	$0x200000, %ecx		/* spin, so the run spans some time */
+	movl	$KLU_SPIN, %ecx		/* spin, so the run spans some time */
 3:	addr32 loop 3b
 	incw	%si
-	cmpw	$40, %si
+	cmpw	$KLU_TICKS, %si
 	jb	tick
 	movw	$0xf4, %dx
 	movb	$0x31, %al
