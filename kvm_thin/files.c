@@ -193,6 +193,7 @@ static long klu_vcpu_run(struct klu_file *kf, unsigned long arg, bool compat)
 		if (READ_ONCE(kf->exit_pending)) {
 			r = klu_vcpu_complete_exit(kf);
 			WRITE_ONCE(kf->exit_pending, false);
+			atomic_inc(&vm->stops);
 			wake_up_all(&vm->wq);
 			if (r) {
 				up_read(&vm->lock);
@@ -210,8 +211,10 @@ static long klu_vcpu_run(struct klu_file *kf, unsigned long arg, bool compat)
 	spin_lock(&kf->run_lock);
 	kf->run_task = NULL;
 	spin_unlock(&kf->run_lock);
-	if (READ_ONCE(vm->moving))
+	if (READ_ONCE(vm->moving)) {
+		atomic_inc(&vm->stops);
 		wake_up_all(&vm->wq);
+	}
 	up_read(&vm->lock);
 	return r;
 }

@@ -149,6 +149,7 @@ static struct klu_file *klu_busy_vcpu(struct klu_vm *vm)
 {
 	struct klu_file *kf;
 
+	lockdep_assert_held(&vm->files_lock);
 	list_for_each_entry(kf, &vm->files, node)
 		if (kf->kind == KLU_FILE_VCPU &&
 		    (READ_ONCE(kf->run_task) || READ_ONCE(kf->exit_pending)))
@@ -156,46 +157,57 @@ static struct klu_file *klu_busy_vcpu(struct klu_vm *vm)
 	return NULL;
 }
 
-/* Stop every vCPU of the VM; on success vm->lock is held for writing. */
+/*
+ * Stop every vCPU of the VM.  On success vm->lock is held for writing and files_lock
+ * is held (the order every path takes them in); on failure neither is.
+ */
 static int klu_quiesce(struct klu_move *mv)
 {
 	struct klu_vm *vm = mv->vm;
 	unsigned long deadline = jiffies + msecs_to_jiffies(klu_quiesce_ms);
 	struct klu_file *kf, *busy;
+	bool pending = false;
+	u32 vcpu = 0;
+	int seen;
 
 	WRITE_ONCE(vm->moving, true);
 	smp_mb();	/* pairs with klu_vcpu_run(): it sees moving, or we see it running */
+	mutex_lock(&vm->files_lock);
 	list_for_each_entry(kf, &vm->files, node)
 		if (kf->kind == KLU_FILE_VCPU)
 			klu_move_kick(kf);
+	mutex_unlock(&vm->files_lock);
 	for (;;) {
-		wait_event_timeout(vm->wq, !klu_busy_vcpu(vm),
-				   max_t(long, deadline - jiffies, 1));
+		seen = atomic_read(&vm->stops);
 		/* Calls other than KVM_RUN (the VMM's other threads) are short. */
 		while (!down_write_trylock(&vm->lock)) {
 			if (time_after(jiffies, deadline))
 				goto timeout;
 			usleep_range(100, 200);
 		}
+		mutex_lock(&vm->files_lock);
 		busy = klu_busy_vcpu(vm);
 		if (!busy)
 			return 0;
-		up_write(&vm->lock);
-		if (time_after(jiffies, deadline))
-			goto timeout;
+		vcpu = busy->vcpu_id;
+		pending = READ_ONCE(busy->exit_pending);
 		if (READ_ONCE(busy->run_task))
 			klu_move_kick(busy);
+		mutex_unlock(&vm->files_lock);
+		up_write(&vm->lock);
+		/* vCPU threads count their stops in vm->stops and wake us. */
+		if (!wait_event_timeout(vm->wq, atomic_read(&vm->stops) != seen,
+					max_t(long, deadline - jiffies, 1)) &&
+		    time_after(jiffies, deadline))
+			goto timeout;
 	}
 timeout:
-	busy = klu_busy_vcpu(vm);
-	if (busy && READ_ONCE(busy->exit_pending))
+	if (pending)
 		return klu_fail(mv, -ETIMEDOUT,
 				"vCPU %u did not come back to KVM_RUN to complete its exit within %u ms",
-				busy->vcpu_id, klu_quiesce_ms);
-	if (busy)
-		return klu_fail(mv, -ETIMEDOUT, "vCPU %u did not leave the guest within %u ms",
-				busy->vcpu_id, klu_quiesce_ms);
-	return klu_fail(mv, -ETIMEDOUT, "a call into the core did not end within %u ms",
+				vcpu, klu_quiesce_ms);
+	return klu_fail(mv, -ETIMEDOUT,
+			"vCPU %u, or a call into the core, did not end within %u ms", vcpu,
 			klu_quiesce_ms);
 }
 
@@ -640,14 +652,13 @@ static int klu_commit(struct klu_move *mv)
 
 /* ---- one VM -------------------------------------------------------------------- */
 
+/* Can the VM move?  Under files_lock; the VM can change until it is quiesced. */
 static int klu_move_check(struct klu_move *mv)
 {
 	struct klu_vm *vm = mv->vm;
 	struct klu_file *kf;
-	int r = klu_step(mv, KLU_STEP_CHECK);
 
-	if (r)
-		return r;
+	lockdep_assert_held(&vm->files_lock);
 	if (vm->unmovable[0])
 		return klu_fail(mv, -EOPNOTSUPP, "the VM is not movable: %s", vm->unmovable);
 	if (klu_journal_dirty_logging(vm))
@@ -656,7 +667,19 @@ static int klu_move_check(struct klu_move *mv)
 	kf = list_first_entry_or_null(&vm->files, struct klu_file, node);
 	if (!kf || kf->kind != KLU_FILE_VM)
 		return klu_fail(mv, -ENOENT, "the VMM closed the VM file");
-	mv->old_vm = kf->core;
+	return 0;
+}
+
+/* With the VM quiesced: check again, and size the move by the VM's files now. */
+static int klu_move_prepare(struct klu_move *mv)
+{
+	struct klu_vm *vm = mv->vm;
+	struct klu_file *kf;
+	int r = klu_move_check(mv);
+
+	if (r)
+		return r;
+	mv->old_vm = list_first_entry(&vm->files, struct klu_file, node)->core;
 	list_for_each_entry(kf, &vm->files, node)
 		mv->nr_files++;
 	mv->new = kcalloc(mv->nr_files, sizeof(*mv->new), GFP_KERNEL);
@@ -714,11 +737,15 @@ static int klu_move_thread(void *data)
 	}
 	mv->scratch = (void __user *)uaddr;
 
-	mutex_lock(&vm->files_lock);
-	strscpy(from, vm->core->tag, sizeof(from));
-	r = klu_move_check(mv);
+	strscpy(from, READ_ONCE(vm->core)->tag, sizeof(from));
+	r = klu_step(mv, KLU_STEP_CHECK);
+	if (!r) {
+		mutex_lock(&vm->files_lock);
+		r = klu_move_check(mv);
+		mutex_unlock(&vm->files_lock);
+	}
 	if (r)
-		goto out_files;
+		goto out_record;
 	mv->t0 = ktime_get_ns();
 	r = klu_step(mv, KLU_STEP_QUIESCE);
 	if (!r)
@@ -727,10 +754,13 @@ static int klu_move_thread(void *data)
 		/* Nothing was stopped for good: let parked vCPUs go on. */
 		WRITE_ONCE(vm->moving, false);
 		wake_up_all(&vm->wq);
-		goto out_files;
+		goto out_record;
 	}
+	/* vm->lock (write) and files_lock are held: the VM is ours. */
 	mv->t_quiet = ktime_get_ns();
-	r = klu_rebuild(mv);
+	r = klu_move_prepare(mv);
+	if (!r)
+		r = klu_rebuild(mv);
 	mv->t_rebuilt = ktime_get_ns();
 	if (!r)
 		r = klu_xfer_state(mv);
@@ -741,15 +771,14 @@ static int klu_move_thread(void *data)
 		klu_move_discard(mv);
 	mv->result = r;
 	klu_move_record(mv, from, ktime_get_ns());
-	klu_resume(vm);
 	mutex_unlock(&vm->files_lock);
+	klu_resume(vm);
 	goto out_scratch;
-out_files:
+out_record:
 	mv->result = r;
 	down_write(&vm->lock);
 	klu_move_record(mv, from, ktime_get_ns());
 	up_write(&vm->lock);
-	mutex_unlock(&vm->files_lock);
 out_scratch:
 	vm_munmap(uaddr, KLU_SCRATCH_SIZE);
 out_mm:

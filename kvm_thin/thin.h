@@ -46,7 +46,7 @@ struct klu_file {
 	struct address_space *mapping;		/* ours, once mapped: a move zaps it */
 	/* vCPU files only */
 	u32 vcpu_id;
-	spinlock_t run_lock;
+	spinlock_t run_lock;			/* run_task, against a move's kick */
 	struct task_struct *run_task;		/* the thread in KVM_RUN on the core */
 	bool exit_pending;			/* its last exit is not completed yet */
 	struct list_head journal;		/* configuration ioctls to replay */
@@ -83,6 +83,7 @@ struct klu_vm {
 	struct xarray slots;			/* memory slot -> its journal record */
 	char unmovable[80];			/* why a move would lose state, or "" */
 	bool moving;				/* vCPUs park in KVM_RUN until cleared */
+	atomic_t stops;				/* vCPUs leaving the core while moving */
 	wait_queue_head_t wq;
 	struct list_head graveyard;		/* old core files, closed by a VMM thread */
 	/* The last move: 0 or -errno, and its timing. */
