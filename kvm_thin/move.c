@@ -90,7 +90,7 @@ struct klu_move {
 
 static DEFINE_MUTEX(klu_move_lock);	/* one trigger at a time */
 
-static int klu_fail(struct klu_move *mv, int err, const char *fmt, ...)
+static __printf(3, 4) int klu_fail(struct klu_move *mv, int err, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -706,7 +706,7 @@ static void klu_move_record(struct klu_move *mv, const char *from, u64 t_end)
 	struct klu_vm *vm = mv->vm;
 
 	vm->move_result = mv->result;
-	strscpy(vm->move_step, klu_step_name[mv->step], sizeof(vm->move_step));
+	strscpy(vm->move_step, klu_step_name[mv->step] ?: "start", sizeof(vm->move_step));
 	strscpy(vm->move_from, from, sizeof(vm->move_from));
 	strscpy(vm->move_to, mv->to->tag, sizeof(vm->move_to));
 	vm->blackout_ns = mv->t0 ? t_end - mv->t0 : 0;
@@ -815,7 +815,7 @@ static int klu_move_vm(struct klu_vm *vm, struct klu_core *to)
 	if (r)
 		pr_err("move of VM %lu (pid %d) from %s to %s failed at step %s: %s (%d); it runs on %s\n",
 		       vm->id, vm->pid, from, to->tag,
-		       mv->step ? klu_step_name[mv->step] : "start",
+		       klu_step_name[mv->step] ?: "start",
 		       mv->why[0] ? mv->why : "error", r, from);
 	else
 		pr_info("moved VM %lu (pid %d, %d vCPUs) from %s to %s: blackout %llu us (quiesce %llu, rebuild %llu, state %llu, commit %llu)\n",
