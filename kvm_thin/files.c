@@ -16,6 +16,7 @@
 #include <linux/anon_inodes.h>
 #include <linux/fdtable.h>
 #include <linux/file.h>
+#include <linux/highmem.h>
 #include <linux/kvm.h>
 #include <linux/mm.h>
 #include <linux/slab.h>
@@ -147,23 +148,53 @@ static long klu_core_ioctl(struct file *core, unsigned int ioctl, unsigned long 
 	return core->f_op->unlocked_ioctl(core, ioctl, arg);
 }
 
-/* Make the vCPU's last exit complete on its core, as its next KVM_RUN would. */
-static int klu_vcpu_complete_exit(struct klu_file *kf)
+/*
+ * An exit the VMM had not completed when its VM moved (it was handling it, or holds the
+ * vCPU in userspace after it) stays with the old core's vCPU, the only one that knows
+ * how to finish it: KVM keeps that in a private callback.  Until the VMM's next KVM_RUN
+ * the vCPU's state ioctls go to that old vCPU, as if it had not moved yet.  The next
+ * KVM_RUN finishes the exit there: the pages the VMM wrote its answer into (the new
+ * core's) are copied back, the old vCPU runs once with immediate_exit set, which
+ * completes the exit and returns, and then the vCPU's whole state goes to the new
+ * core.  A completion that needs the VMM again (string I/O, MMIO in pieces) makes a new
+ * exit, which goes to the VMM as KVM would give it: 1.  Else 0, or -errno.
+ */
+static int klu_vcpu_finish_pending(struct klu_file *kf)
 {
-	struct page *page = klu_core_page(kf->core, 0);
+	struct file *old = kf->pending, *cur = kf->core;
 	struct kvm_run *run;
+	struct page *page;
 	u8 saved;
 	long r;
 
+	r = klu_copy_page(cur, old, 0) ?: klu_copy_page(cur, old, KVM_PIO_PAGE_OFFSET);
+	if (r)
+		return r;
+	page = klu_core_page(old, 0);
 	if (IS_ERR(page))
 		return PTR_ERR(page);
 	run = page_address(page);
 	saved = READ_ONCE(run->immediate_exit);
 	WRITE_ONCE(run->immediate_exit, 1);
-	r = klu_core_ioctl(kf->core, KVM_RUN, 0, false);
+	r = klu_core_ioctl(old, KVM_RUN, 0, false);
 	WRITE_ONCE(run->immediate_exit, saved);
 	put_page(page);
-	return r == -EINTR ? 0 : r;
+	if (!r) {
+		r = klu_copy_page(old, cur, 0) ?: klu_copy_page(old, cur, KVM_PIO_PAGE_OFFSET);
+		return r ?: 1;
+	}
+	if (r != -EINTR)
+		return r;
+	r = klu_move_vcpu_state(kf->vm, old, cur, kf->pending_buf);
+	if (r)
+		return r;
+	vm_munmap((unsigned long)kf->pending_buf, KLU_SCRATCH_SIZE);
+	spin_lock(&kf->run_lock);
+	kf->pending = NULL;
+	spin_unlock(&kf->run_lock);
+	kf->pending_buf = NULL;
+	fput(old);
+	return 0;
 }
 
 /*
@@ -190,22 +221,23 @@ static long klu_vcpu_run(struct klu_file *kf, unsigned long arg, bool compat)
 		spin_lock(&kf->run_lock);
 		kf->run_task = NULL;
 		spin_unlock(&kf->run_lock);
-		if (READ_ONCE(kf->exit_pending)) {
-			r = klu_vcpu_complete_exit(kf);
-			WRITE_ONCE(kf->exit_pending, false);
-			atomic_inc(&vm->stops);
-			wake_up_all(&vm->wq);
-			if (r) {
-				up_read(&vm->lock);
-				return r;
-			}
-		}
 		up_read(&vm->lock);
 		if (wait_event_killable(vm->wq, !READ_ONCE(vm->moving)))
 			return -EINTR;
 		klu_vm_close_graveyard(vm);
 	}
+	if (kf->pending) {
+		r = klu_vcpu_finish_pending(kf);
+		if (r < 0)
+			pr_err_ratelimited("VM %lu vCPU %u: completing its exit on the old core failed (%ld)\n",
+					   vm->id, kf->vcpu_id, r);
+		if (r)
+			goto out;
+	}
 	r = klu_core_ioctl(kf->core, KVM_RUN, arg, compat);
+out:
+	if (r > 0)	/* a new exit for the VMM, from the completion */
+		r = 0;
 	/* A return to the VMM with an exit for it to handle: completed by the next run. */
 	WRITE_ONCE(kf->exit_pending, r == 0);
 	spin_lock(&kf->run_lock);
@@ -224,13 +256,22 @@ static long klu_file_call(struct file *filp, unsigned int ioctl, unsigned long a
 {
 	struct klu_file *kf = filp->private_data;
 	struct klu_vm *vm = kf->vm;
+	struct file *core = NULL;
 	long r;
 
 	if (kf->kind == KLU_FILE_VCPU && ioctl == KVM_RUN)
 		return klu_vcpu_run(kf, arg, compat);
 	if (down_read_killable(&vm->lock))
 		return -EINTR;
-	r = klu_core_ioctl(kf->core, ioctl, arg, compat);
+	/* A vCPU with an exit to complete on its old core has its state there. */
+	if (kf->kind == KLU_FILE_VCPU && klu_journal_is_state(ioctl)) {
+		spin_lock(&kf->run_lock);
+		core = kf->pending ? get_file(kf->pending) : NULL;
+		spin_unlock(&kf->run_lock);
+	}
+	r = klu_core_ioctl(core ?: kf->core, ioctl, arg, compat);
+	if (core)
+		fput(core);
 	if (r >= 0)
 		klu_journal_note(kf, ioctl, arg);
 	if (kf->kind == KLU_FILE_VM) {
@@ -285,6 +326,24 @@ struct page *klu_core_page(struct file *core, pgoff_t pgoff)
 	if (fault & VM_FAULT_ERROR)
 		return ERR_PTR(-EFAULT);
 	return vmf.page;
+}
+
+/* Copy page @pgoff of the core vCPU file @from to the same page of @to. */
+int klu_copy_page(struct file *from, struct file *to, pgoff_t pgoff)
+{
+	struct page *src = klu_core_page(from, pgoff), *dst;
+
+	if (IS_ERR(src))
+		return PTR_ERR(src);
+	dst = klu_core_page(to, pgoff);
+	if (IS_ERR(dst)) {
+		put_page(src);
+		return PTR_ERR(dst);
+	}
+	copy_highpage(dst, src);
+	put_page(dst);
+	put_page(src);
+	return 0;
 }
 
 /*
@@ -356,6 +415,8 @@ static int klu_file_release(struct inode *inode, struct file *filp)
 	/* A move in progress holds files_lock and finishes first. */
 	klu_vm_del_file(vm, kf);
 	fput(kf->core);
+	if (kf->pending)	/* its page stays in the VMM, which is closing this vCPU */
+		fput(kf->pending);
 	klu_journal_free(&kf->journal);
 	kfree(kf);
 	klu_vm_put(vm);

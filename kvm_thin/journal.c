@@ -148,6 +148,12 @@ static enum klu_keep klu_vcpu_keep(unsigned int ioctl)
 	return KLU_KEEP_REFUSE;
 }
 
+/* Does @ioctl on a vCPU read or set state (rather than configure the vCPU)? */
+bool klu_journal_is_state(unsigned int ioctl)
+{
+	return klu_vcpu_keep(ioctl) == KLU_KEEP_NONE;
+}
+
 static void klu_record_free(struct klu_record *rec)
 {
 	if (rec->files[0])

@@ -81,6 +81,7 @@ struct klu_move {
 	void __user *scratch;
 	/* The new core's files, in the order of vm->files. */
 	struct file **new;
+	unsigned long *pending_buf;	/* per file: scratch for an exit to complete */
 	int nr_files;
 	struct file *old_vm;		/* the old core's VM file */
 	u32 *msrs;			/* the MSR indices to move */
@@ -115,6 +116,12 @@ static long klu_ioc(struct file *f, unsigned int ioctl, unsigned long arg)
 
 #define KLU_MAX_CPUID	256	/* KVM_MAX_CPUID_ENTRIES */
 
+/* A capability of the new core, as its /dev/kvm tells it (it looks at no file). */
+static long klu_cap(struct klu_move *mv, long cap)
+{
+	return mv->to->fops->unlocked_ioctl(NULL, KVM_CHECK_EXTENSION, cap);
+}
+
 static long klu_ioc_ptr(struct file *f, unsigned int ioctl, void __user *arg)
 {
 	return klu_ioc(f, ioctl, (unsigned long)arg);
@@ -144,15 +151,14 @@ static void klu_move_kick(struct klu_file *kf)
 	spin_unlock(&kf->run_lock);
 }
 
-/* The first vCPU that is in the core or owes the core an exit completion, or NULL. */
+/* The first vCPU that is in the core, or NULL. */
 static struct klu_file *klu_busy_vcpu(struct klu_vm *vm)
 {
 	struct klu_file *kf;
 
 	lockdep_assert_held(&vm->files_lock);
 	list_for_each_entry(kf, &vm->files, node)
-		if (kf->kind == KLU_FILE_VCPU &&
-		    (READ_ONCE(kf->run_task) || READ_ONCE(kf->exit_pending)))
+		if (kf->kind == KLU_FILE_VCPU && READ_ONCE(kf->run_task))
 			return kf;
 	return NULL;
 }
@@ -166,7 +172,6 @@ static int klu_quiesce(struct klu_move *mv)
 	struct klu_vm *vm = mv->vm;
 	unsigned long deadline = jiffies + msecs_to_jiffies(klu_quiesce_ms);
 	struct klu_file *kf, *busy;
-	bool pending = false;
 	u32 vcpu = 0;
 	int seen;
 
@@ -190,9 +195,7 @@ static int klu_quiesce(struct klu_move *mv)
 		if (!busy)
 			return 0;
 		vcpu = busy->vcpu_id;
-		pending = READ_ONCE(busy->exit_pending);
-		if (READ_ONCE(busy->run_task))
-			klu_move_kick(busy);
+		klu_move_kick(busy);
 		mutex_unlock(&vm->files_lock);
 		up_write(&vm->lock);
 		/* vCPU threads count their stops in vm->stops and wake us. */
@@ -202,10 +205,6 @@ static int klu_quiesce(struct klu_move *mv)
 			goto timeout;
 	}
 timeout:
-	if (pending)
-		return klu_fail(mv, -ETIMEDOUT,
-				"vCPU %u did not come back to KVM_RUN to complete its exit within %u ms",
-				vcpu, klu_quiesce_ms);
 	return klu_fail(mv, -ETIMEDOUT,
 			"vCPU %u, or a call into the core, did not end within %u ms", vcpu,
 			klu_quiesce_ms);
@@ -326,13 +325,13 @@ static int klu_xfer_tsc(struct klu_move *mv, struct file *from, struct file *to)
 /* XSAVE as large as this host's (KVM_CAP_XSAVE2), else the legacy FPU state. */
 static int klu_xfer_xsave(struct klu_move *mv, struct file *from, struct file *to)
 {
-	long size = klu_ioc(mv->old_vm, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
+	long size = klu_cap(mv, KVM_CAP_XSAVE2);
 
 	if (size > KLU_SCRATCH_ARG)
 		return klu_fail(mv, -E2BIG, "XSAVE state of %ld bytes", size);
 	if (size > 0)
 		return klu_xfer(mv, from, to, KVM_GET_XSAVE2, KVM_SET_XSAVE, "XSAVE");
-	if (klu_ioc(mv->old_vm, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE) > 0)
+	if (klu_cap(mv, KVM_CAP_XSAVE) > 0)
 		return klu_xfer(mv, from, to, KVM_GET_XSAVE, KVM_SET_XSAVE, "XSAVE");
 	return klu_xfer(mv, from, to, KVM_GET_FPU, KVM_SET_FPU, "FPU");
 }
@@ -454,7 +453,7 @@ static int klu_xfer_nested(struct klu_move *mv, struct file *from, struct file *
 {
 	struct kvm_nested_state __user *un = mv->scratch;
 	struct kvm_nested_state hdr;
-	long size = klu_ioc(mv->old_vm, KVM_CHECK_EXTENSION, KVM_CAP_NESTED_STATE);
+	long size = klu_cap(mv, KVM_CAP_NESTED_STATE);
 	long r;
 
 	if (size <= 0)
@@ -508,7 +507,7 @@ static int klu_xfer_vcpu(struct klu_move *mv, struct file *from, struct file *to
 		r = klu_xfer(mv, from, to, KVM_GET_REGS, KVM_SET_REGS, "registers");
 	if (!r)
 		r = klu_xfer_xsave(mv, from, to);
-	if (!r && klu_ioc(mv->old_vm, KVM_CHECK_EXTENSION, KVM_CAP_XCRS) > 0)
+	if (!r && klu_cap(mv, KVM_CAP_XCRS) > 0)
 		r = klu_xfer(mv, from, to, KVM_GET_XCRS, KVM_SET_XCRS, "XCRs");
 	if (!r)	/* no LAPIC in the kernel: -EINVAL */
 		r = klu_xfer_opt(mv, from, to, KVM_GET_LAPIC, KVM_SET_LAPIC, -EINVAL, "LAPIC");
@@ -521,6 +520,25 @@ static int klu_xfer_vcpu(struct klu_move *mv, struct file *from, struct file *to
 	if (!r)
 		r = klu_xfer(mv, from, to, KVM_GET_DEBUGREGS, KVM_SET_DEBUGREGS,
 			     "debug registers");
+	return r;
+}
+
+/*
+ * One vCPU's state from the old core's @from to @to on @vm's core, staged in @scratch
+ * (KLU_SCRATCH_SIZE bytes of the VMM's memory): for an exit completed after the move.
+ */
+int klu_move_vcpu_state(struct klu_vm *vm, struct file *from, struct file *to,
+			void __user *scratch)
+{
+	struct klu_move mv = { .vm = vm, .to = vm->core, .scratch = scratch };
+	int r = klu_msr_list(&mv, vm->core);
+
+	if (!r)
+		r = klu_xfer_vcpu(&mv, from, to);
+	if (r)
+		pr_err("VM %lu: moving a vCPU's state after its exit failed: %s (%d)\n", vm->id,
+		       mv.why[0] ? mv.why : "error", r);
+	kfree(mv.msrs);
 	return r;
 }
 
@@ -581,24 +599,6 @@ static int klu_xfer_state(struct klu_move *mv)
 
 /* ---- commit -------------------------------------------------------------------- */
 
-/* Copy page @pgoff of the core file @from to the same page of @to. */
-static int klu_copy_page(struct file *from, struct file *to, pgoff_t pgoff)
-{
-	struct page *src = klu_core_page(from, pgoff), *dst;
-
-	if (IS_ERR(src))
-		return PTR_ERR(src);
-	dst = klu_core_page(to, pgoff);
-	if (IS_ERR(dst)) {
-		put_page(src);
-		return PTR_ERR(dst);
-	}
-	copy_highpage(dst, src);
-	put_page(dst);
-	put_page(src);
-	return 0;
-}
-
 /*
  * The pages the VMM maps (kvm_run, the PIO data page, the coalesced MMIO ring), then
  * the switch.  The VMM's mappings are zapped first: a VMM thread touching them now waits
@@ -636,13 +636,34 @@ static int klu_commit(struct klu_move *mv)
 		}
 		i++;
 	}
+	/* An exit the VMM has not completed yet is completed by the old vCPU (files.c). */
+	i = 0;
+	list_for_each_entry(kf, &vm->files, node) {
+		if (kf->kind == KLU_FILE_VCPU && READ_ONCE(kf->exit_pending) && !kf->pending) {
+			unsigned long buf = vm_mmap(NULL, 0, KLU_SCRATCH_SIZE,
+						    PROT_READ | PROT_WRITE,
+						    MAP_PRIVATE | MAP_ANONYMOUS, 0);
+
+			if (IS_ERR_VALUE(buf))
+				return klu_fail(mv, (long)buf, "no memory for vCPU %u's exit",
+						kf->vcpu_id);
+			mv->pending_buf[i] = buf;
+		}
+		i++;
+	}
 	/* Past this point nothing fails: the old core's files go to the graveyard. */
 	i = 0;
 	list_for_each_entry(kf, &vm->files, node) {
-		struct klu_grave *g = kzalloc(sizeof(*g), GFP_KERNEL | __GFP_NOFAIL);
+		if (mv->pending_buf[i]) {
+			kf->pending = kf->core;
+			kf->pending_buf = (void __user *)mv->pending_buf[i];
+			mv->pending_buf[i] = 0;
+		} else {
+			struct klu_grave *g = kzalloc(sizeof(*g), GFP_KERNEL | __GFP_NOFAIL);
 
-		g->file = kf->core;
-		list_add_tail(&g->node, &vm->graveyard);
+			g->file = kf->core;
+			list_add_tail(&g->node, &vm->graveyard);
+		}
 		kf->core = mv->new[i];
 		mv->new[i++] = NULL;
 	}
@@ -683,7 +704,8 @@ static int klu_move_prepare(struct klu_move *mv)
 	list_for_each_entry(kf, &vm->files, node)
 		mv->nr_files++;
 	mv->new = kcalloc(mv->nr_files, sizeof(*mv->new), GFP_KERNEL);
-	return mv->new ? 0 : -ENOMEM;
+	mv->pending_buf = kcalloc(mv->nr_files, sizeof(*mv->pending_buf), GFP_KERNEL);
+	return mv->new && mv->pending_buf ? 0 : -ENOMEM;
 }
 
 /* What the new core built for a failed move is closed by a VMM thread, like old files. */
@@ -693,6 +715,8 @@ static void klu_move_discard(struct klu_move *mv)
 	int i;
 
 	for (i = mv->nr_files - 1; i >= 0; i--) {
+		if (mv->pending_buf[i])
+			vm_munmap(mv->pending_buf[i], KLU_SCRATCH_SIZE);
 		if (!mv->new[i])
 			continue;
 		g = kzalloc(sizeof(*g), GFP_KERNEL | __GFP_NOFAIL);
@@ -823,6 +847,7 @@ static int klu_move_vm(struct klu_vm *vm, struct klu_core *to)
 			vm->quiesce_ns / 1000, vm->rebuild_ns / 1000, vm->state_ns / 1000,
 			vm->commit_ns / 1000);
 	kfree(mv->new);
+	kfree(mv->pending_buf);
 	kfree(mv->msrs);
 	kfree(mv);
 	return r;

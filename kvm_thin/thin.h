@@ -46,9 +46,11 @@ struct klu_file {
 	struct address_space *mapping;		/* ours, once mapped: a move zaps it */
 	/* vCPU files only */
 	u32 vcpu_id;
-	spinlock_t run_lock;			/* run_task, against a move's kick */
+	spinlock_t run_lock;			/* run_task, pending: against a move */
 	struct task_struct *run_task;		/* the thread in KVM_RUN on the core */
 	bool exit_pending;			/* its last exit is not completed yet */
+	struct file *pending;			/* an old core's vCPU that must complete it */
+	void __user *pending_buf;		/* scratch of the VMM's for doing so */
 	struct list_head journal;		/* configuration ioctls to replay */
 };
 
@@ -107,6 +109,7 @@ long klu_dev_vm_created(struct klu_core *core, unsigned long type, long r);
 struct file *klu_take_fd(int fd);
 int klu_give_fd(struct file *file);
 struct page *klu_core_page(struct file *core, pgoff_t pgoff);
+int klu_copy_page(struct file *from, struct file *to, pgoff_t pgoff);
 
 struct klu_vm *klu_vm_new(struct klu_core *core, unsigned long type);
 void klu_vm_get(struct klu_vm *vm);
@@ -123,9 +126,12 @@ void klu_journal_free(struct list_head *journal);
 int klu_journal_replay(struct list_head *journal, struct file *core, void __user *scratch,
 		       size_t scratch_size);
 bool klu_journal_dirty_logging(struct klu_vm *vm);
+bool klu_journal_is_state(unsigned int ioctl);
 
 /* move.c */
 int klu_move_init(struct kobject *parent);
+int klu_move_vcpu_state(struct klu_vm *vm, struct file *from, struct file *to,
+			void __user *scratch);
 extern unsigned int klu_fail_move_step;
 int klu_dev_init(void);
 void klu_dev_exit(void);

@@ -70,7 +70,6 @@ static void flat_segment(struct kvm_segment *s, uint16_t sel, uint8_t type)
 static void vcpu_setup(struct klu_vm *vm, int i)
 {
 	struct kvm_sregs sregs;
-	struct kvm_regs regs;
 	int fd = vm->vcpu_fd[i];
 
 	if (ioctl(fd, KVM_GET_SREGS, &sregs) < 0)
@@ -85,13 +84,21 @@ static void vcpu_setup(struct klu_vm *vm, int i)
 	if (ioctl(fd, KVM_SET_SREGS, &sregs) < 0)
 		klu_fail("KVM_SET_SREGS: %s", strerror(errno));
 
+	klu_vcpu_restart(vm, i);
+}
+
+/* Point vCPU @i at the guest's entry, with its own stack and its index in EDI. */
+void klu_vcpu_restart(struct klu_vm *vm, int i)
+{
+	struct kvm_regs regs;
+
 	memset(&regs, 0, sizeof(regs));
 	regs.rip = KLU_CODE_GPA;
 	regs.rsp = KLU_STACK_TOP - i * KLU_STACK_SIZE;
 	regs.rflags = 0x2;
 	regs.rdi = i;
-	if (ioctl(fd, KVM_SET_REGS, &regs) < 0)
-		klu_fail("KVM_SET_REGS: %s", strerror(errno));
+	if (ioctl(vm->vcpu_fd[i], KVM_SET_REGS, &regs) < 0)
+		klu_fail("KVM_SET_REGS of vCPU %d: %s", i, strerror(errno));
 }
 
 struct klu_vm *klu_vm_create(size_t mem_size, int nr_vcpus)

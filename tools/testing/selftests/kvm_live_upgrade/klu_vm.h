@@ -51,6 +51,7 @@ void klu_skip(const char *fmt, ...) __noreturn __printf(1, 2);
 
 struct klu_vm *klu_vm_create(size_t mem_size, int nr_vcpus);
 struct klu_params *klu_vm_params(struct klu_vm *vm);
+void klu_vcpu_restart(struct klu_vm *vm, int vcpu);
 void klu_vcpu_run_to_done(struct klu_vm *vm, int vcpu, struct klu_result *res);
 void klu_vm_destroy(struct klu_vm *vm);
 uint64_t klu_now_ns(void);

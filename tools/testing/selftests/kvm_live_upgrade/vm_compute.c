@@ -3,10 +3,13 @@
  * vm_compute: a guest hashes memory the host filled and counts primes with a sieve;
  * the host checks both against its own computation.  With -s it repeats until that
  * many seconds have passed, re-seeding the data each round, so a core that corrupts
- * guest state at any time (wrong VMCS, wrong ASID, stale TLB) is caught.
+ * guest state at any time (wrong VMCS, wrong ASID, stale TLB) is caught.  With -c N
+ * the VM has N vCPUs, each run by a thread of its own, each computing both results
+ * (with a sieve of its own), and the host checks every vCPU's.
  *
  * Copyright (C) 2026 The kvm-live-upgrade authors.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,17 +54,39 @@ static uint32_t host_primes(uint32_t limit)
 	return count;
 }
 
+struct vcpu_run {
+	struct klu_vm *vm;
+	int vcpu;
+	struct klu_result res;
+};
+
+static void *vcpu_thread(void *arg)
+{
+	struct vcpu_run *r = arg;
+
+	klu_vcpu_run_to_done(r->vm, r->vcpu, &r->res);
+	return NULL;
+}
+
 int main(int argc, char **argv)
 {
 	uint32_t data_len = 4 << 20, sieve = 100000, seed = 0x2545f491, expect_primes;
-	unsigned int seconds = 0, rounds = 0;
-	struct klu_result res;
+	unsigned int seconds = 0, rounds = 0, nr_vcpus = 1;
+	struct vcpu_run runs[8];
+	uint64_t exits = 0;
 	struct klu_vm *vm;
 	uint64_t start;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "m:p:s:")) != -1) {
+	while ((opt = getopt(argc, argv, "c:m:p:s:")) != -1) {
 		switch (opt) {
+		case 'c':
+			nr_vcpus = strtoul(optarg, NULL, 0);
+			if (nr_vcpus < 1 || nr_vcpus > 8) {
+				fprintf(stderr, "-c takes 1 to 8 vCPUs\n");
+				return KSFT_FAIL;
+			}
+			break;
 		case 'm':
 			data_len = strtoul(optarg, NULL, 0) << 20;
 			break;
@@ -72,7 +97,8 @@ int main(int argc, char **argv)
 			seconds = strtoul(optarg, NULL, 0);
 			break;
 		default:
-			fprintf(stderr, "usage: %s [-m data MiB] [-p sieve limit] [-s seconds]\n",
+			fprintf(stderr,
+				"usage: %s [-c vCPUs] [-m data MiB] [-p sieve limit] [-s seconds]\n",
 				argv[0]);
 			return KSFT_FAIL;
 		}
@@ -81,12 +107,13 @@ int main(int argc, char **argv)
 	printf("TAP version 13\n1..1\n");
 	fflush(stdout);
 	expect_primes = host_primes(sieve);
-	vm = klu_vm_create(KLU_DATA_GPA + data_len + sieve + (1 << 20), 1);
+	vm = klu_vm_create(KLU_DATA_GPA + data_len + nr_vcpus * sieve + (1 << 20), nr_vcpus);
 	start = klu_now_ns();
 	do {
 		struct klu_params *p = klu_vm_params(vm);
+		pthread_t threads[8];
 		uint32_t i, expect_hash;
-		struct kvm_regs regs;
+		unsigned int v;
 
 		for (i = 0; i < data_len / 4; i++)
 			((uint32_t *)(vm->mem + KLU_DATA_GPA))[i] = xorshift32(&seed);
@@ -96,29 +123,33 @@ int main(int argc, char **argv)
 			.data_len = data_len,
 			.sieve_limit = sieve,
 		};
-		if (rounds) {	/* start the guest over */
-			memset(&regs, 0, sizeof(regs));
-			regs.rip = KLU_CODE_GPA;
-			regs.rsp = KLU_STACK_TOP;
-			regs.rflags = 2;
-			if (ioctl(vm->vcpu_fd[0], KVM_SET_REGS, &regs) < 0)
-				klu_fail("KVM_SET_REGS: %m");
+		for (v = 0; v < nr_vcpus; v++) {
+			runs[v] = (struct vcpu_run){ .vm = vm, .vcpu = v };
+			if (rounds)	/* start the guest over */
+				klu_vcpu_restart(vm, v);
+			if (pthread_create(&threads[v], NULL, vcpu_thread, &runs[v]))
+				klu_fail("cannot start the thread of vCPU %u", v);
 		}
-		klu_vcpu_run_to_done(vm, 0, &res);
-		if (res.nr_words != 2)
-			klu_fail("round %u: guest reported %d results, want 2",
-				 rounds, res.nr_words);
-		if (res.words[0] != expect_hash)
-			klu_fail("round %u: guest FNV-1a of %u bytes is 0x%08x, host says 0x%08x",
-				 rounds, data_len, res.words[0], expect_hash);
-		if (res.words[1] != expect_primes)
-			klu_fail("round %u: guest counted %u primes below %u, host says %u",
-				 rounds, res.words[1], sieve, expect_primes);
+		for (v = 0; v < nr_vcpus; v++) {
+			struct klu_result *res = &runs[v].res;
+
+			pthread_join(threads[v], NULL);
+			exits += res->exits;
+			if (res->nr_words != 2)
+				klu_fail("round %u: vCPU %u reported %d results, want 2",
+					 rounds, v, res->nr_words);
+			if (res->words[0] != expect_hash)
+				klu_fail("round %u: vCPU %u's FNV-1a of %u bytes is 0x%08x, host says 0x%08x",
+					 rounds, v, data_len, res->words[0], expect_hash);
+			if (res->words[1] != expect_primes)
+				klu_fail("round %u: vCPU %u counted %u primes below %u, host says %u",
+					 rounds, v, res->words[1], sieve, expect_primes);
+		}
 		rounds++;
 	} while (klu_now_ns() - start < seconds * 1000000000ull);
 
-	printf("# %u rounds: FNV-1a over %u MiB and %u primes below %u, %llu exits, %.1f s\n",
-	       rounds, data_len >> 20, expect_primes, sieve, (unsigned long long)res.exits,
+	printf("# %u rounds on %u vCPUs: FNV-1a over %u MiB and %u primes below %u, %llu exits, %.1f s\n",
+	       rounds, nr_vcpus, data_len >> 20, expect_primes, sieve, (unsigned long long)exits,
 	       (klu_now_ns() - start) / 1e9);
 	printf("ok 1 - guest computed the hash and the prime count the host expects\n");
 	klu_vm_destroy(vm);

@@ -7,7 +7,7 @@
  */
 #include "guest.h"
 
-void guest_main(void);
+void guest_main(unsigned int vcpu);
 
 static unsigned int fnv1a(const unsigned char *p, unsigned int len)
 {
@@ -40,7 +40,7 @@ static unsigned int count_primes(unsigned char *sieve, unsigned int limit)
 	return n;
 }
 
-void guest_main(void)
+void guest_main(unsigned int vcpu)
 {
 	struct klu_params *p = params();
 	unsigned char *data = (unsigned char *)KLU_DATA_GPA;
@@ -49,7 +49,10 @@ void guest_main(void)
 	switch (p->mode) {
 	case KLU_MODE_COMPUTE:
 		guest_outl(KLU_PORT_RESULT, fnv1a(data, p->data_len));
-		guest_outl(KLU_PORT_RESULT, count_primes(data + p->data_len, p->sieve_limit));
+		/* Each vCPU sieves in its own scratch; they all hash the same data. */
+		guest_outl(KLU_PORT_RESULT, count_primes(data + p->data_len +
+							 vcpu * p->sieve_limit,
+							 p->sieve_limit));
 		break;
 	case KLU_MODE_EXITS:
 		for (i = 0; i < p->iterations; i++) {
