@@ -200,6 +200,8 @@ static long klu_arg_size(unsigned int ioctl, void __user *uarg)
 		return struct_size((struct kvm_signal_mask *)NULL, sigset, n);
 	case KVM_X86_SET_MSR_FILTER:
 		return sizeof(struct kvm_msr_filter);	/* bitmaps follow, see below */
+	case KVM_REINJECT_CONTROL:	/* _IO, yet it takes a pointer */
+		return sizeof(struct kvm_reinject_control);
 	}
 	return _IOC_SIZE(ioctl);
 }
