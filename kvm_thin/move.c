@@ -25,7 +25,6 @@
 
 #include <linux/delay.h>
 #include <linux/file.h>
-#include <linux/highmem.h>
 #include <linux/kthread.h>
 #include <linux/kvm.h>
 #include <linux/mman.h>

@@ -120,7 +120,6 @@ void klu_vm_close_graveyard(struct klu_vm *vm);
 int klu_vms_for_each(int (*fn)(struct klu_vm *vm, void *data), void *data);
 
 /* journal.c: what the VMM configured, for a move to replay. */
-struct klu_record;
 void klu_journal_note(struct klu_file *kf, unsigned int ioctl, unsigned long arg);
 void klu_journal_free(struct list_head *journal);
 int klu_journal_replay(struct list_head *journal, struct file *core, void __user *scratch,
