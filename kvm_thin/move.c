@@ -579,8 +579,6 @@ static int klu_xfer_state(struct klu_move *mv)
 	int i = 0, r;
 
 	r = klu_step(mv, KLU_STEP_VCPU_STATE);
-	if (!r)
-		r = klu_msr_list(mv, mv->vm->core);
 	list_for_each_entry(kf, &mv->vm->files, node) {
 		if (!r && kf->kind == KLU_FILE_VCPU) {
 			r = klu_xfer_vcpu(mv, kf->core, mv->new[i]);
@@ -767,6 +765,9 @@ static int klu_move_thread(void *data)
 		r = klu_move_check(mv);
 		mutex_unlock(&vm->files_lock);
 	}
+	/* The MSRs to move depend on the old core only: listed before the blackout. */
+	if (!r)
+		r = klu_msr_list(mv, vm->core);
 	if (r)
 		goto out_record;
 	mv->t0 = ktime_get_ns();
