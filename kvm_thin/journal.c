@@ -15,6 +15,7 @@
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/eventfd.h>
 #include <linux/fdtable.h>
 #include <linux/file.h>
 #include <linux/kvm.h>
@@ -462,7 +463,8 @@ bool klu_journal_dirty_logging(struct klu_vm *vm)
 }
 
 /* Put @rec's argument into @scratch, with fds for its files; returns the ioctl arg. */
-static long klu_record_stage(struct klu_record *rec, void __user *scratch, int fds[2])
+static long klu_record_stage(struct klu_record *rec, void __user *scratch, int fds[2],
+			     enum klu_replay what)
 {
 	u8 *buf;
 	int i;
@@ -473,7 +475,8 @@ static long klu_record_stage(struct klu_record *rec, void __user *scratch, int f
 	if (!buf)
 		return -ENOMEM;
 	for (i = 0; i < 2; i++) {
-		if (!rec->files[i])
+		/* Detaching an irqfd names its eventfd and GSI only. */
+		if (!rec->files[i] || (i && what == KLU_REPLAY_IRQFDS_OFF))
 			continue;
 		fds[i] = klu_give_fd(rec->files[i]);
 		if (fds[i] < 0) {
@@ -482,9 +485,15 @@ static long klu_record_stage(struct klu_record *rec, void __user *scratch, int f
 		}
 	}
 	if (rec->ioctl == KVM_IRQFD) {
-		((struct kvm_irqfd *)buf)->fd = fds[0];
-		if (fds[1] >= 0)
-			((struct kvm_irqfd *)buf)->resamplefd = fds[1];
+		struct kvm_irqfd *a = (void *)buf;
+
+		a->fd = fds[0];
+		if (what == KLU_REPLAY_IRQFDS_OFF) {
+			a->flags = KVM_IRQFD_FLAG_DEASSIGN;
+			a->resamplefd = 0;
+		} else if (fds[1] >= 0) {
+			a->resamplefd = fds[1];
+		}
 	} else if (rec->ioctl == KVM_IOEVENTFD) {
 		((struct kvm_ioeventfd *)buf)->fd = fds[0];
 	} else if (rec->ioctl == KVM_X86_SET_MSR_FILTER) {
@@ -503,31 +512,65 @@ static long klu_record_stage(struct klu_record *rec, void __user *scratch, int f
 
 /*
  * Replay @journal on the core file @core, staging arguments in @scratch (user memory of
- * the VMM's mm, which the caller uses).  0, or the first error.
+ * the VMM's mm, which the caller uses).  KLU_REPLAY_CONFIG replays everything but the
+ * irqfds and stops at the first error.  KLU_REPLAY_IRQFDS_ON and _OFF attach and detach
+ * the irqfds (see "Interrupts during a move" in Documentation/design.rst); they go on past
+ * an error, so that as many as possible are where they should be, and an irqfd that is
+ * already attached (-EBUSY) counts as attached.  0, or the first error.
  */
 int klu_journal_replay(struct list_head *journal, struct file *core, void __user *scratch,
-		       size_t scratch_size)
+		       size_t scratch_size, enum klu_replay what)
 {
 	struct klu_record *rec;
+	int r, first = 0;
 	long arg;
-	int r = 0;
 
 	list_for_each_entry(rec, journal, node) {
 		int fds[2] = { -1, -1 };
 
+		if ((rec->ioctl == KVM_IRQFD) != (what != KLU_REPLAY_CONFIG))
+			continue;
 		if (rec->size > scratch_size)
 			return -E2BIG;
-		arg = klu_record_stage(rec, scratch, fds);
+		arg = klu_record_stage(rec, scratch, fds, what);
 		r = arg < 0 && rec->size ? arg :
 		    core->f_op->unlocked_ioctl(core, rec->ioctl, arg);
 		if (fds[0] >= 0)
 			close_fd(fds[0]);
 		if (fds[1] >= 0)
 			close_fd(fds[1]);
+		if (r == -EBUSY && what == KLU_REPLAY_IRQFDS_ON)
+			r = 0;
 		if (r < 0) {
-			pr_err("replaying ioctl 0x%x on the new core failed: %d\n", rec->ioctl, r);
-			return r;
+			pr_err("%s ioctl 0x%x on core file %pD failed: %d\n",
+			       what == KLU_REPLAY_IRQFDS_OFF ? "detaching with" : "replaying",
+			       rec->ioctl, core, r);
+			if (what == KLU_REPLAY_CONFIG)
+				return r;
+			first = first ?: r;
 		}
 	}
-	return 0;
+	return first;
+}
+
+/*
+ * After a move, signal every resample eventfd once.  A level-triggered source that was
+ * asserted while its irqfd was detached, and is still asserted, then fires again on the
+ * new core (VFIO unmasks INTx on a resample and re-triggers if the line is still high);
+ * for a source that is not asserted the resample is a no-op.
+ */
+void klu_journal_resample_kick(struct list_head *journal)
+{
+	struct eventfd_ctx *ctx;
+	struct klu_record *rec;
+
+	list_for_each_entry(rec, journal, node) {
+		if (rec->ioctl != KVM_IRQFD || !rec->files[1])
+			continue;
+		ctx = eventfd_ctx_fileget(rec->files[1]);
+		if (IS_ERR(ctx))
+			continue;
+		eventfd_signal(ctx, 1);
+		eventfd_ctx_put(ctx);
+	}
 }

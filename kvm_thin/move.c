@@ -83,6 +83,8 @@ struct klu_move {
 	unsigned long *pending_buf;	/* per file: scratch for an exit to complete */
 	int nr_files;
 	struct file *old_vm;		/* the old core's VM file */
+	bool irqfds_off;		/* detached from the old VM */
+	bool irqfds_new;		/* attached to the new VM */
 	u32 *msrs;			/* the MSR indices to move */
 	u32 nr_msrs;
 	u64 t0, t_quiet, t_rebuilt, t_state;
@@ -243,7 +245,8 @@ static int klu_rebuild(struct klu_move *mv)
 	r = klu_step(mv, KLU_STEP_REPLAY_VM);
 	if (r)
 		return r;
-	r = klu_journal_replay(&vm->journal, mv->new[0], mv->scratch, KLU_SCRATCH_ARG);
+	r = klu_journal_replay(&vm->journal, mv->new[0], mv->scratch, KLU_SCRATCH_ARG,
+			       KLU_REPLAY_CONFIG);
 	if (r)
 		return klu_fail(mv, r, "replaying the VM's configuration failed");
 	r = klu_step(mv, KLU_STEP_CREATE_VCPUS);
@@ -258,7 +261,7 @@ static int klu_rebuild(struct klu_move *mv)
 		if (r)
 			return klu_fail(mv, r, "KVM_CREATE_VCPU(%u) failed", kf->vcpu_id);
 		r = klu_journal_replay(&kf->journal, mv->new[i - 1], mv->scratch,
-				       KLU_SCRATCH_ARG);
+				       KLU_SCRATCH_ARG, KLU_REPLAY_CONFIG);
 		if (r)
 			return klu_fail(mv, r, "replaying vCPU %u's configuration failed",
 					kf->vcpu_id);
@@ -523,17 +526,57 @@ static int klu_xfer_vcpu(struct klu_move *mv, struct file *from, struct file *to
 }
 
 /*
- * One vCPU's state from the old core's @from to @to on @vm's core, staged in @scratch
- * (KLU_SCRATCH_SIZE bytes of the VMM's memory): for an exit completed after the move.
+ * The events of a vCPU whose exit was completed after the move, but for what may have
+ * reached the new vCPU since (an NMI, a SIPI) and SMM, which an exit does not change.
+ */
+static int klu_xfer_exit_events(struct klu_move *mv, struct file *from, struct file *to)
+{
+	struct kvm_vcpu_events __user *ue = mv->scratch;
+	u32 flags;
+	long r;
+
+	r = klu_ioc_ptr(from, KVM_GET_VCPU_EVENTS, ue);
+	if (r >= 0 && get_user(flags, &ue->flags))
+		r = -EFAULT;
+	flags &= ~(KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SIPI_VECTOR |
+		   KVM_VCPUEVENT_VALID_SMM);
+	if (r >= 0 && put_user(flags, &ue->flags))
+		r = -EFAULT;
+	if (r >= 0)
+		r = klu_ioc_ptr(to, KVM_SET_VCPU_EVENTS, ue);
+	return r < 0 ? klu_fail(mv, r, "events: %ld", r) : 0;
+}
+
+/*
+ * A vCPU whose exit was completed by the old core after the move: what completing an
+ * exit can change (registers, FPU/SSE for an MMIO read, an exception, and what the VMM
+ * set on the old vCPU meanwhile), staged in @scratch (KLU_SCRATCH_SIZE bytes of the
+ * VMM's memory).  Not the LAPIC, the MP state or the TSC deadline: the new vCPU has
+ * those since the move, and may have received an interrupt or a timer tick since.
  */
 int klu_move_vcpu_state(struct klu_vm *vm, struct file *from, struct file *to,
 			void __user *scratch)
 {
 	struct klu_move mv = { .vm = vm, .to = vm->core, .scratch = scratch };
+	u32 i, n = 0;
 	int r = klu_msr_list(&mv, vm->core);
 
+	for (i = 0; !r && i < mv.nr_msrs; i++)
+		if (mv.msrs[i] != MSR_IA32_TSC_DEADLINE)
+			mv.msrs[n++] = mv.msrs[i];
+	mv.nr_msrs = n;
 	if (!r)
-		r = klu_xfer_vcpu(&mv, from, to);
+		r = klu_xfer(&mv, from, to, KVM_GET_SREGS, KVM_SET_SREGS, "special registers");
+	if (!r)
+		r = klu_xfer(&mv, from, to, KVM_GET_REGS, KVM_SET_REGS, "registers");
+	if (!r)
+		r = klu_xfer_xsave(&mv, from, to);
+	if (!r && klu_cap(&mv, KVM_CAP_XCRS) > 0)
+		r = klu_xfer(&mv, from, to, KVM_GET_XCRS, KVM_SET_XCRS, "XCRs");
+	if (!r)
+		r = klu_xfer_msrs(&mv, from, to);
+	if (!r)
+		r = klu_xfer_exit_events(&mv, from, to);
 	if (r)
 		pr_err("VM %lu: moving a vCPU's state after its exit failed: %s (%d)\n", vm->id,
 		       mv.why[0] ? mv.why : "error", r);
@@ -648,6 +691,16 @@ static int klu_commit(struct klu_move *mv)
 		}
 		i++;
 	}
+	/*
+	 * The irqfds last: from here on an eventfd signal goes to the new VM, whose vCPUs
+	 * and irqchip have their state; one that came while they were detached is still
+	 * counted in its eventfd, and KVM injects it when the irqfd is attached.
+	 */
+	mv->irqfds_new = true;
+	r = klu_journal_replay(&vm->journal, mv->new[0], mv->scratch, KLU_SCRATCH_ARG,
+			       KLU_REPLAY_IRQFDS_ON);
+	if (r)
+		return klu_fail(mv, r, "attaching the irqfds to the new VM");
 	/* Past this point nothing fails: the old core's files go to the graveyard. */
 	i = 0;
 	list_for_each_entry(kf, &vm->files, node) {
@@ -705,16 +758,46 @@ static int klu_move_prepare(struct klu_move *mv)
 	return mv->new && mv->pending_buf ? 0 : -ENOMEM;
 }
 
-/* What the new core built for a failed move is closed by a VMM thread, like old files. */
+/*
+ * With the vCPUs stopped, take the irqfds off the old VM before its state is read: KVM
+ * injects what was signalled until then, and a signal that comes later stays counted in
+ * its eventfd until the irqfd is attached again, to the new VM or (on failure) the old.
+ */
+static int klu_detach_irqfds(struct klu_move *mv)
+{
+	int r;
+
+	mv->irqfds_off = true;
+	r = klu_journal_replay(&mv->vm->journal, mv->old_vm, mv->scratch, KLU_SCRATCH_ARG,
+			       KLU_REPLAY_IRQFDS_OFF);
+	return r ? klu_fail(mv, r, "detaching the irqfds from the old VM") : 0;
+}
+
+/*
+ * A failed move: the irqfds go back to the old VM (a signal that came meanwhile waits in
+ * its eventfd and is injected there), and what the new core built is closed by a VMM
+ * thread, like old files.
+ */
 static void klu_move_discard(struct klu_move *mv)
 {
 	struct klu_grave *g;
-	int i;
+	int i, r;
+
+	if (mv->irqfds_new)
+		klu_journal_replay(&mv->vm->journal, mv->new[0], mv->scratch, KLU_SCRATCH_ARG,
+				   KLU_REPLAY_IRQFDS_OFF);
+	if (mv->irqfds_off) {
+		r = klu_journal_replay(&mv->vm->journal, mv->old_vm, mv->scratch,
+				       KLU_SCRATCH_ARG, KLU_REPLAY_IRQFDS_ON);
+		if (r)
+			pr_err("VM %lu (pid %d): re-attaching its irqfds to the old core failed (%d): interrupts from them no longer reach the guest\n",
+			       mv->vm->id, mv->vm->pid, r);
+	}
 
 	for (i = mv->nr_files - 1; i >= 0; i--) {
-		if (mv->pending_buf[i])
+		if (mv->pending_buf && mv->pending_buf[i])
 			vm_munmap(mv->pending_buf[i], KLU_SCRATCH_SIZE);
-		if (!mv->new[i])
+		if (!mv->new || !mv->new[i])
 			continue;
 		g = kzalloc(sizeof(*g), GFP_KERNEL | __GFP_NOFAIL);
 		g->file = mv->new[i];
@@ -784,6 +867,8 @@ static int klu_move_thread(void *data)
 	mv->t_quiet = ktime_get_ns();
 	r = klu_move_prepare(mv);
 	if (!r)
+		r = klu_detach_irqfds(mv);
+	if (!r)
 		r = klu_rebuild(mv);
 	mv->t_rebuilt = ktime_get_ns();
 	if (!r)
@@ -793,6 +878,8 @@ static int klu_move_thread(void *data)
 		r = klu_commit(mv);
 	if (r)
 		klu_move_discard(mv);
+	else
+		klu_journal_resample_kick(&vm->journal);
 	mv->result = r;
 	klu_move_record(mv, from, ktime_get_ns());
 	mutex_unlock(&vm->files_lock);

@@ -122,8 +122,16 @@ int klu_vms_for_each(int (*fn)(struct klu_vm *vm, void *data), void *data);
 /* journal.c: what the VMM configured, for a move to replay. */
 void klu_journal_note(struct klu_file *kf, unsigned int ioctl, unsigned long arg);
 void klu_journal_free(struct list_head *journal);
+/* What klu_journal_replay() replays. */
+enum klu_replay {
+	KLU_REPLAY_CONFIG,		/* everything but the irqfds */
+	KLU_REPLAY_IRQFDS_ON,		/* attach the irqfds */
+	KLU_REPLAY_IRQFDS_OFF,		/* detach them */
+};
+
 int klu_journal_replay(struct list_head *journal, struct file *core, void __user *scratch,
-		       size_t scratch_size);
+		       size_t scratch_size, enum klu_replay what);
+void klu_journal_resample_kick(struct list_head *journal);
 bool klu_journal_dirty_logging(struct klu_vm *vm);
 bool klu_journal_is_state(unsigned int ioctl);
 

@@ -9,6 +9,7 @@
 #define KLU_ABI_H
 
 #define KLU_CODE_GPA		0x1000u		/* guest image, entry point first */
+#define KLU_COUNTS_GPA		0x400u		/* struct klu_irq_counts[KLU_MAX_VCPUS] */
 #define KLU_PARAMS_GPA		0x800u		/* struct klu_params */
 #define KLU_STACK_TOP		0x80000u	/* per vCPU stacks grow down from here */
 #define KLU_STACK_SIZE		0x4000u
@@ -21,12 +22,38 @@
 
 #define KLU_MODE_COMPUTE	1	/* FNV-1a over the data, then a prime sieve */
 #define KLU_MODE_EXITS		2	/* iterations port I/O exits, nothing else */
+#define KLU_MODE_IRQ		3	/* LAPIC timer ticks, an IPI ring, irqfd MSIs */
+
+#define KLU_MAX_VCPUS		8
+
+/* KLU_MODE_IRQ's vectors. */
+#define KLU_VEC_TIMER		0x40	/* TSC-deadline LAPIC timer, every vCPU */
+#define KLU_VEC_IPI		0x41	/* the IPI ring: vCPU n sends to n + 1 */
+#define KLU_VEC_MSI		0x42	/* what the host signals through an irqfd, vCPU 0 */
+#define KLU_VEC_SPURIOUS	0xff
+
+/* What each vCPU counts in KLU_MODE_IRQ; the host reads them while the guest runs. */
+struct klu_irq_counts {
+	unsigned int ticks;		/* timer interrupts */
+	unsigned int early;		/* ... that came before their deadline */
+	unsigned int unarmed;		/* ... that came with no deadline armed (doubled) */
+	unsigned int ipi_sent;
+	unsigned int ipi_recv;
+	unsigned int msi;		/* irqfd interrupts */
+	unsigned int other;		/* any other vector: spurious or unexpected */
+	unsigned int ready;		/* the vCPU's LAPIC and IDT are set up */
+	unsigned int finished;		/* the vCPU saw stop and its ring IPIs settled */
+};
 
 struct klu_params {
 	unsigned int mode;
 	unsigned int data_len;		/* bytes at KLU_DATA_GPA */
 	unsigned int iterations;
 	unsigned int sieve_limit;	/* sieve scratch lives after the data */
+	/* KLU_MODE_IRQ */
+	unsigned int nr_vcpus;
+	unsigned int tick_tsc;		/* TSC cycles between timer deadlines */
+	volatile unsigned int stop;	/* the host says: finish */
 };
 
 #endif

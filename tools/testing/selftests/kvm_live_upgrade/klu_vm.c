@@ -101,14 +101,54 @@ void klu_vcpu_restart(struct klu_vm *vm, int i)
 		klu_fail("KVM_SET_REGS of vCPU %d: %s", i, strerror(errno));
 }
 
+/* The vCPU features KVM can give a guest: what KLU_VM_IRQCHIP guests run with. */
+static struct kvm_cpuid2 *supported_cpuid(int kvm_fd)
+{
+	int nent = 100;
+	struct kvm_cpuid2 *c;
+
+	for (;;) {
+		c = calloc(1, sizeof(*c) + nent * sizeof(c->entries[0]));
+		if (!c)
+			klu_fail("out of memory");
+		c->nent = nent;
+		if (!ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, c))
+			return c;
+		free(c);
+		if (errno != E2BIG || nent > 4000)
+			klu_fail("KVM_GET_SUPPORTED_CPUID: %s", strerror(errno));
+		nent *= 2;
+	}
+}
+
+bool klu_vm_has_cpuid(struct klu_vm *vm, uint32_t leaf, int reg, int bit)
+{
+	struct kvm_cpuid2 *c = vm->cpuid;
+	uint32_t i, val;
+
+	for (i = 0; c && i < c->nent; i++) {
+		if (c->entries[i].function != leaf || c->entries[i].index)
+			continue;
+		val = reg == 'a' ? c->entries[i].eax : reg == 'b' ? c->entries[i].ebx :
+		      reg == 'c' ? c->entries[i].ecx : c->entries[i].edx;
+		return val & (1u << bit);
+	}
+	return false;
+}
+
 struct klu_vm *klu_vm_create(size_t mem_size, int nr_vcpus)
+{
+	return klu_vm_new(mem_size, nr_vcpus, 0);
+}
+
+struct klu_vm *klu_vm_new(size_t mem_size, int nr_vcpus, unsigned int flags)
 {
 	size_t image = klu_guest_image_end - klu_guest_image;
 	struct kvm_userspace_memory_region region;
 	struct klu_vm *vm;
 	int i, ver;
 
-	if (nr_vcpus < 1 || nr_vcpus > 8)
+	if (nr_vcpus < 1 || nr_vcpus > KLU_MAX_VCPUS)
 		klu_fail("bad vCPU count %d", nr_vcpus);
 	vm = calloc(1, sizeof(*vm));
 	if (!vm)
@@ -124,6 +164,18 @@ struct klu_vm *klu_vm_create(size_t mem_size, int nr_vcpus)
 		klu_fail("KVM_CREATE_VM: %s", strerror(errno));
 	if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, 0xfffbd000ul) < 0)
 		klu_fail("KVM_SET_TSS_ADDR: %s", strerror(errno));
+	if (flags & KLU_VM_IRQCHIP) {
+		if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_IRQCHIP) <= 0)
+			klu_skip("KVM has no in-kernel irqchip (KVM_CAP_IRQCHIP)");
+		if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
+			klu_fail("KVM_CREATE_IRQCHIP: %s", strerror(errno));
+		vm->cpuid = supported_cpuid(vm->kvm_fd);
+		/* KVM tells of its TSC-deadline timer by a capability, not in the CPUID. */
+		if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) > 0)
+			for (i = 0; i < (int)vm->cpuid->nent; i++)
+				if (vm->cpuid->entries[i].function == 1)
+					vm->cpuid->entries[i].ecx |= 1u << 24;
+	}
 
 	mem_size = (mem_size + 0xfffff) & ~(size_t)0xfffff;
 	vm->mem_size = mem_size;
@@ -156,7 +208,16 @@ struct klu_vm *klu_vm_create(size_t mem_size, int nr_vcpus)
 				  vm->vcpu_fd[i], 0);
 		if (vm->run[i] == MAP_FAILED)
 			klu_fail("mmap kvm_run of vCPU %d: %s", i, strerror(errno));
+		if (vm->cpuid && ioctl(vm->vcpu_fd[i], KVM_SET_CPUID2, vm->cpuid) < 0)
+			klu_fail("KVM_SET_CPUID2 of vCPU %d: %s", i, strerror(errno));
 		vcpu_setup(vm, i);
+		if (flags & KLU_VM_IRQCHIP) {
+			/* With an in-kernel LAPIC the others would wait for INIT and SIPI. */
+			struct kvm_mp_state mp = { .mp_state = KVM_MP_STATE_RUNNABLE };
+
+			if (ioctl(vm->vcpu_fd[i], KVM_SET_MP_STATE, &mp) < 0)
+				klu_fail("KVM_SET_MP_STATE of vCPU %d: %s", i, strerror(errno));
+		}
 	}
 	return vm;
 }
@@ -242,5 +303,6 @@ void klu_vm_destroy(struct klu_vm *vm)
 	close(vm->vm_fd);
 	munmap(vm->mem, vm->mem_size);
 	close(vm->kvm_fd);
+	free(vm->cpuid);
 	free(vm);
 }

@@ -9,6 +9,7 @@
 #ifndef KLU_VM_H
 #define KLU_VM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <linux/kvm.h>
@@ -25,10 +26,14 @@ struct klu_vm {
 	uint8_t *mem;
 	size_t mem_size;
 	int nr_vcpus;
-	int vcpu_fd[8];
-	struct kvm_run *run[8];
+	int vcpu_fd[KLU_MAX_VCPUS];
+	struct kvm_run *run[KLU_MAX_VCPUS];
 	size_t run_size;
+	struct kvm_cpuid2 *cpuid;	/* with KLU_VM_IRQCHIP: what KVM supports */
 };
+
+/* klu_vm_new() flags */
+#define KLU_VM_IRQCHIP	1	/* in-kernel LAPIC/IOAPIC/PIC, KVM's CPUID, all vCPUs run */
 
 /* What one vCPU reported until it wrote KLU_PORT_DONE. */
 struct klu_result {
@@ -50,6 +55,8 @@ void klu_fail(const char *fmt, ...) __noreturn __printf(1, 2);
 void klu_skip(const char *fmt, ...) __noreturn __printf(1, 2);
 
 struct klu_vm *klu_vm_create(size_t mem_size, int nr_vcpus);
+struct klu_vm *klu_vm_new(size_t mem_size, int nr_vcpus, unsigned int flags);
+bool klu_vm_has_cpuid(struct klu_vm *vm, uint32_t leaf, int reg, int bit);
 struct klu_params *klu_vm_params(struct klu_vm *vm);
 void klu_vcpu_restart(struct klu_vm *vm, int vcpu);
 void klu_vcpu_run_to_done(struct klu_vm *vm, int vcpu, struct klu_result *res);

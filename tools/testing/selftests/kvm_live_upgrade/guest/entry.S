@@ -14,3 +14,42 @@ _start:
 	call	guest_main
 1:	hlt
 	jmp	1b
+
+/*
+ * Interrupt entry for KLU_MODE_IRQ: save the registers, call the C handler with the
+ * vector, and return.  The handlers send the EOI themselves.
+ */
+	.macro	KLU_ISR vector
+	.globl	klu_isr_\vector
+klu_isr_\vector:
+	pushal
+	cld
+	pushl	$\vector
+	call	guest_irq
+	addl	$4, %esp
+	popal
+	iretl
+	.endm
+
+	KLU_ISR	0x40
+	KLU_ISR	0x41
+	KLU_ISR	0x42
+	KLU_ISR	0xff
+	.globl	klu_isr_other
+klu_isr_other:
+	pushal
+	cld
+	pushl	$0
+	call	guest_irq
+	addl	$4, %esp
+	popal
+	iretl
+
+/* An exception: tell the host (KLU_PORT_DONE with status 0xdead) and stop. */
+	.globl	klu_isr_fault
+klu_isr_fault:
+	movl	$0xdead, %eax
+	outl	%eax, $0xe4
+2:	cli
+	hlt
+	jmp	2b

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * Guest side of the kvm_live_upgrade selftests: freestanding 32-bit flat protected
- * mode code, no paging, no interrupts.  It talks to the host only through port I/O.
+ * mode code, no paging.  It talks to the host through port I/O and, in KLU_MODE_IRQ,
+ * through the counters it keeps in memory the host reads.
  *
  * Copyright (C) 2026 The kvm-live-upgrade authors.
  */

@@ -1,0 +1,254 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * vm_irq: interrupts that must be neither lost nor doubled, for as long as the test
+ * runs (and whatever happens to the VM meanwhile, such as live moves).  The VM has an
+ * in-kernel irqchip and N vCPUs (-c, default 4); each of them at once
+ *   - takes TSC-deadline LAPIC timer ticks (-p ms apart), re-arming one period after the
+ *     previous deadline: a lost tick stops that vCPU's timer for good, a doubled one comes
+ *     early or unarmed;
+ *   - passes one IPI around a ring (vCPU n to n + 1): a lost IPI stops the ring, a
+ *     doubled one leaves more received than sent;
+ * and vCPU 0 takes MSIs that this program signals through an irqfd, one at a time: each
+ * must be counted by the guest before the next is signalled, and no more.
+ * The host watches the guest's counters for -s seconds (default 10) and fails as soon
+ * as a timer, the ring or an MSI makes no progress for 5 s.
+ *
+ * Copyright (C) 2026 The kvm-live-upgrade authors.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "klu_vm.h"
+
+#define STALL_NS	5000000000ull
+#define MSI_GSI		24
+
+struct vcpu_run {
+	struct klu_vm *vm;
+	int vcpu;
+	volatile int done;
+	struct klu_result res;
+};
+
+static void *vcpu_thread(void *arg)
+{
+	struct vcpu_run *r = arg;
+
+	klu_vcpu_run_to_done(r->vm, r->vcpu, &r->res);
+	r->done = 1;
+	return NULL;
+}
+
+/* gsi MSI_GSI: an MSI to APIC ID 0 with KLU_VEC_MSI; and an irqfd on it. */
+static int setup_irqfd(struct klu_vm *vm)
+{
+	struct {
+		struct kvm_irq_routing r;
+		struct kvm_irq_routing_entry e[1];
+	} routing = {
+		.r.nr = 1,
+		.e[0] = {
+			.gsi = MSI_GSI,
+			.type = KVM_IRQ_ROUTING_MSI,
+			.u.msi = { .address_lo = 0xfee00000, .data = KLU_VEC_MSI },
+		},
+	};
+	struct kvm_irqfd irqfd = { .gsi = MSI_GSI };
+	int efd;
+
+	if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_IRQFD) <= 0)
+		klu_skip("KVM has no irqfd (KVM_CAP_IRQFD)");
+	if (ioctl(vm->vm_fd, KVM_SET_GSI_ROUTING, &routing) < 0)
+		klu_fail("KVM_SET_GSI_ROUTING: %s", strerror(errno));
+	efd = eventfd(0, EFD_CLOEXEC);
+	if (efd < 0)
+		klu_fail("eventfd: %s", strerror(errno));
+	irqfd.fd = efd;
+	if (ioctl(vm->vm_fd, KVM_IRQFD, &irqfd) < 0)
+		klu_fail("KVM_IRQFD: %s", strerror(errno));
+	return efd;
+}
+
+static void check_vcpus(struct vcpu_run *runs, unsigned int nr)
+{
+	unsigned int v;
+
+	for (v = 0; v < nr; v++)
+		if (runs[v].done)
+			klu_fail("vCPU %u stopped early (status 0x%x%s)", v, runs[v].res.done_status,
+				 runs[v].res.done_status == 0xdead ? ": an exception in the guest" : "");
+}
+
+int main(int argc, char **argv)
+{
+	unsigned int nr_vcpus = 4, seconds = 10, period_ms = 10, v;
+	volatile struct klu_irq_counts *counts;
+	uint64_t start, now, last_msi, last_ring, last_tick[KLU_MAX_VCPUS];
+	uint32_t ring = 0, ticks[KLU_MAX_VCPUS] = { 0 }, injected = 0;
+	struct vcpu_run runs[KLU_MAX_VCPUS];
+	pthread_t threads[KLU_MAX_VCPUS];
+	uint64_t sent = 0, recv = 0, elapsed_ms, want;
+	struct klu_params *p;
+	struct klu_vm *vm;
+	long khz;
+	int opt, efd;
+
+	while ((opt = getopt(argc, argv, "c:p:s:")) != -1) {
+		switch (opt) {
+		case 'c':
+			nr_vcpus = strtoul(optarg, NULL, 0);
+			if (nr_vcpus < 1 || nr_vcpus > KLU_MAX_VCPUS) {
+				fprintf(stderr, "-c takes 1 to %d vCPUs\n", KLU_MAX_VCPUS);
+				return KSFT_FAIL;
+			}
+			break;
+		case 'p':
+			period_ms = strtoul(optarg, NULL, 0);
+			break;
+		case 's':
+			seconds = strtoul(optarg, NULL, 0);
+			break;
+		default:
+			fprintf(stderr, "usage: %s [-c vCPUs] [-p timer period ms] [-s seconds]\n",
+				argv[0]);
+			return KSFT_FAIL;
+		}
+	}
+	if (!period_ms)
+		period_ms = 1;
+
+	printf("TAP version 13\n1..1\n");
+	fflush(stdout);
+	vm = klu_vm_new(KLU_DATA_GPA, nr_vcpus, KLU_VM_IRQCHIP);
+	if (!klu_vm_has_cpuid(vm, 1, 'c', 24))
+		klu_skip("KVM offers no TSC-deadline LAPIC timer (CPUID.1:ECX[24])");
+	khz = ioctl(vm->vcpu_fd[0], KVM_GET_TSC_KHZ, 0);
+	if (khz <= 0)
+		klu_fail("KVM_GET_TSC_KHZ: %s", strerror(errno));
+	efd = setup_irqfd(vm);
+	counts = (volatile struct klu_irq_counts *)(vm->mem + KLU_COUNTS_GPA);
+	p = klu_vm_params(vm);
+	*p = (struct klu_params) {
+		.mode = KLU_MODE_IRQ,
+		.nr_vcpus = nr_vcpus,
+		.tick_tsc = khz * period_ms,
+	};
+
+	start = klu_now_ns();
+	last_msi = last_ring = start;
+	for (v = 0; v < nr_vcpus; v++) {
+		runs[v] = (struct vcpu_run){ .vm = vm, .vcpu = v };
+		last_tick[v] = start;
+		if (pthread_create(&threads[v], NULL, vcpu_thread, &runs[v]))
+			klu_fail("cannot start the thread of vCPU %u", v);
+	}
+
+	/* An MSI to a LAPIC the guest has not enabled yet would be dropped. */
+	for (v = 0; v < nr_vcpus; v++) {
+		while (!counts[v].ready) {
+			check_vcpus(runs, nr_vcpus);
+			if (klu_now_ns() - start > STALL_NS)
+				klu_fail("vCPU %u did not set up its LAPIC in 5 s", v);
+			usleep(1000);
+		}
+	}
+	start = klu_now_ns();
+	last_msi = last_ring = start;
+	for (v = 0; v < nr_vcpus; v++)
+		last_tick[v] = start;
+
+	/* One MSI in flight at a time; every 1 ms, the timers and the ring. */
+	while ((now = klu_now_ns()) - start < seconds * 1000000000ull) {
+		uint64_t one = 1, r = 0;
+
+		check_vcpus(runs, nr_vcpus);
+		if (counts[0].msi > injected)
+			klu_fail("the guest took %u irqfd interrupts, %u were signalled",
+				 counts[0].msi, injected);
+		if (counts[0].msi == injected) {
+			if (write(efd, &one, sizeof(one)) != sizeof(one))
+				klu_fail("eventfd write: %s", strerror(errno));
+			injected++;
+			last_msi = now;
+		} else if (now - last_msi > STALL_NS) {
+			klu_fail("irqfd interrupt %u did not reach the guest in 5 s: lost", injected);
+		}
+		for (v = 0; v < nr_vcpus; v++) {
+			if (counts[v].ticks != ticks[v]) {
+				ticks[v] = counts[v].ticks;
+				last_tick[v] = now;
+			} else if (now - last_tick[v] > STALL_NS) {
+				klu_fail("vCPU %u: no timer tick for 5 s after tick %u: lost", v,
+					 ticks[v]);
+			}
+			r += counts[v].ipi_recv;
+		}
+		if (r != ring) {
+			ring = r;
+			last_ring = now;
+		} else if (nr_vcpus > 1 && now - last_ring > STALL_NS) {
+			klu_fail("the IPI ring made no progress for 5 s after %u IPIs: one was lost",
+				 ring);
+		}
+		usleep(1000);
+	}
+
+	/* The last MSI must have come in before the guest is told to finish. */
+	while (counts[0].msi != injected) {
+		check_vcpus(runs, nr_vcpus);
+		if (klu_now_ns() - last_msi > STALL_NS)
+			klu_fail("irqfd interrupt %u did not reach the guest in 5 s: lost", injected);
+		usleep(1000);
+	}
+	p->stop = 1;
+	for (v = 0; v < nr_vcpus; v++) {
+		pthread_join(threads[v], NULL);
+		if (runs[v].res.done_status || runs[v].res.nr_words != 1)
+			klu_fail("vCPU %u ended with status 0x%x and %d results", v,
+				 runs[v].res.done_status, runs[v].res.nr_words);
+	}
+	elapsed_ms = (klu_now_ns() - start) / 1000000;
+	want = elapsed_ms / period_ms;
+	for (v = 0; v < nr_vcpus; v++) {
+		volatile struct klu_irq_counts *c = &counts[v];
+
+		printf("# vCPU %u: %u ticks (%u early, %u unarmed), IPIs %u sent %u received, %u MSIs, %u other\n",
+		       v, c->ticks, c->early, c->unarmed, c->ipi_sent, c->ipi_recv, c->msi,
+		       c->other);
+		if (c->early || c->unarmed)
+			klu_fail("vCPU %u: %u timer ticks before their deadline, %u with none armed",
+				 v, c->early, c->unarmed);
+		if (c->other)
+			klu_fail("vCPU %u: %u interrupts on vectors nobody sent", v, c->other);
+		/* Deadlines follow the guest's TSC: a jump of it shows up here. */
+		if (c->ticks < want / 2 || c->ticks > want + want / 10 + 5)
+			klu_fail("vCPU %u: %u timer ticks in %llu ms of %u ms, want about %llu", v,
+				 c->ticks, (unsigned long long)elapsed_ms, period_ms,
+				 (unsigned long long)want);
+		if (runs[v].res.words[0] != c->ticks)
+			klu_fail("vCPU %u reported %u ticks, counted %u", v, runs[v].res.words[0],
+				 c->ticks);
+		sent += c->ipi_sent;
+		recv += c->ipi_recv;
+	}
+	if (sent != recv)
+		klu_fail("IPIs: %llu sent, %llu received", (unsigned long long)sent,
+			 (unsigned long long)recv);
+	if (nr_vcpus > 1 && !recv)
+		klu_fail("no IPI went around the ring");
+	if (counts[0].msi != injected)
+		klu_fail("irqfd: %u signalled, the guest took %u", injected, counts[0].msi);
+	printf("# %u vCPUs, %llu ms: timer ticks every %u ms, %llu ring IPIs, %u irqfd MSIs\n",
+	       nr_vcpus, (unsigned long long)elapsed_ms, period_ms, (unsigned long long)recv,
+	       injected);
+	printf("ok 1 - no timer tick, IPI or irqfd interrupt lost or doubled\n");
+	close(efd);
+	klu_vm_destroy(vm);
+	return KSFT_PASS;
+}
