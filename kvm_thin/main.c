@@ -213,6 +213,7 @@ static int __init klu_thin_init(void)
 	r = klu_dev_init();
 	if (r)
 		goto out_hooks;
+	klu_unload_init();
 	pr_info("ready (core ABI %d)\n", KLU_THIN_ABI);
 	return 0;
 
@@ -232,6 +233,7 @@ out_sysfs:
 /* Every core depends on kvm_thin's symbols, so none is loaded when this runs. */
 static void __exit klu_thin_exit(void)
 {
+	klu_unload_exit();
 	klu_dev_exit();
 	klu_hooks_exit();
 	klu_vmx_exit();

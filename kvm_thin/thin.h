@@ -143,6 +143,9 @@ extern unsigned int klu_fail_move_step;
 int klu_dev_init(void);
 void klu_dev_exit(void);
 int klu_hooks_init(void);
+/* unload.c: why an rmmod was refused, in the log */
+void klu_unload_init(void);
+void klu_unload_exit(void);
 void klu_hooks_exit(void);
 int klu_svm_init(void);
 void klu_svm_exit(void);

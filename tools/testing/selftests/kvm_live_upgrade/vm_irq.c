@@ -85,6 +85,19 @@ static void check_vcpus(struct vcpu_run *runs, unsigned int nr)
 				 runs[v].res.done_status == 0xdead ? ": an exception in the guest" : "");
 }
 
+static void print_counts(volatile struct klu_irq_counts *counts, unsigned int nr)
+{
+	unsigned int v;
+
+	for (v = 0; v < nr; v++) {
+		volatile struct klu_irq_counts *c = &counts[v];
+
+		printf("# vCPU %u: %u ticks (%u early, %u unarmed), IPIs %u sent %u received, %u MSIs, %u other, finished %u\n",
+		       v, c->ticks, c->early, c->unarmed, c->ipi_sent, c->ipi_recv, c->msi,
+		       c->other, c->finished);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	unsigned int nr_vcpus = 4, seconds = 10, period_ms = 10, v;
@@ -177,6 +190,7 @@ int main(int argc, char **argv)
 			injected++;
 			last_msi = now;
 		} else if (now - last_msi > STALL_NS) {
+			print_counts(counts, nr_vcpus);
 			klu_fail("irqfd interrupt %u did not reach the guest in 5 s: lost", injected);
 		}
 		for (v = 0; v < nr_vcpus; v++) {
@@ -184,6 +198,7 @@ int main(int argc, char **argv)
 				ticks[v] = counts[v].ticks;
 				last_tick[v] = now;
 			} else if (now - last_tick[v] > STALL_NS) {
+				print_counts(counts, nr_vcpus);
 				klu_fail("vCPU %u: no timer tick for 5 s after tick %u: lost", v,
 					 ticks[v]);
 			}
@@ -193,6 +208,7 @@ int main(int argc, char **argv)
 			ring = r;
 			last_ring = now;
 		} else if (nr_vcpus > 1 && now - last_ring > STALL_NS) {
+			print_counts(counts, nr_vcpus);
 			klu_fail("the IPI ring made no progress for 5 s after %u IPIs: one was lost",
 				 ring);
 		}
@@ -207,6 +223,17 @@ int main(int argc, char **argv)
 		usleep(1000);
 	}
 	p->stop = 1;
+	/* Each vCPU waits for the others and for two more ticks, then reports. */
+	now = klu_now_ns();
+	for (v = 0; v < nr_vcpus; v++) {
+		while (!runs[v].done) {
+			if (klu_now_ns() - now > STALL_NS) {
+				print_counts(counts, nr_vcpus);
+				klu_fail("vCPU %u did not finish within 5 s of the stop", v);
+			}
+			usleep(1000);
+		}
+	}
 	for (v = 0; v < nr_vcpus; v++) {
 		pthread_join(threads[v], NULL);
 		if (runs[v].res.done_status || runs[v].res.nr_words != 1)
@@ -215,12 +242,10 @@ int main(int argc, char **argv)
 	}
 	elapsed_ms = (klu_now_ns() - start) / 1000000;
 	want = elapsed_ms / period_ms;
+	print_counts(counts, nr_vcpus);
 	for (v = 0; v < nr_vcpus; v++) {
 		volatile struct klu_irq_counts *c = &counts[v];
 
-		printf("# vCPU %u: %u ticks (%u early, %u unarmed), IPIs %u sent %u received, %u MSIs, %u other\n",
-		       v, c->ticks, c->early, c->unarmed, c->ipi_sent, c->ipi_recv, c->msi,
-		       c->other);
 		if (c->early || c->unarmed)
 			klu_fail("vCPU %u: %u timer ticks before their deadline, %u with none armed",
 				 v, c->early, c->unarmed);
