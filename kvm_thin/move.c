@@ -38,6 +38,9 @@
 
 #include "thin.h"
 
+#define CREATE_TRACE_POINTS
+#include "trace.h"
+
 /* Fault injection: make step N of every move fail (0: none).  For the tests. */
 unsigned int klu_fail_move_step;
 module_param_named(fail_move_step, klu_fail_move_step, uint, 0644);
@@ -818,6 +821,8 @@ static void klu_move_record(struct klu_move *mv, const char *from, u64 t_end)
 	vm->rebuild_ns = mv->t_rebuilt ? mv->t_rebuilt - mv->t_quiet : 0;
 	vm->state_ns = mv->t_state ? mv->t_state - mv->t_rebuilt : 0;
 	vm->commit_ns = mv->t_state ? t_end - mv->t_state : 0;
+	trace_kvm_thin_move_end(vm->id, mv->result, vm->move_step, vm->blackout_ns,
+				vm->quiesce_ns, vm->rebuild_ns, vm->state_ns, vm->commit_ns);
 }
 
 static int klu_move_thread(void *data)
@@ -853,6 +858,7 @@ static int klu_move_thread(void *data)
 		r = klu_msr_list(mv, vm->core);
 	if (r)
 		goto out_record;
+	trace_kvm_thin_move_start(vm->id, vm->pid, from, mv->to->tag);
 	mv->t0 = ktime_get_ns();
 	r = klu_step(mv, KLU_STEP_QUIESCE);
 	if (!r)
