@@ -32,8 +32,14 @@
 #define KLU_VEC_MSI		0x42	/* what the host signals through an irqfd, vCPU 0 */
 #define KLU_VEC_SPURIOUS	0xff
 
-/* What each vCPU counts in KLU_MODE_IRQ; the host reads them while the guest runs. */
+/*
+ * What each vCPU counts in KLU_MODE_IRQ; the host reads them while the guest runs.  The
+ * 64-bit fields come first and the size is a multiple of 8, so that the 32-bit guest
+ * and the 64-bit host lay it out alike.
+ */
 struct klu_irq_counts {
+	unsigned long long deadline;	/* the armed TSC deadline, 0: none */
+	unsigned long long tsc;		/* the TSC at the last interrupt */
 	unsigned int ticks;		/* timer interrupts */
 	unsigned int early;		/* ... that came before their deadline */
 	unsigned int unarmed;		/* ... that came with no deadline armed (doubled) */
@@ -43,6 +49,7 @@ struct klu_irq_counts {
 	unsigned int other;		/* any other vector: spurious or unexpected */
 	unsigned int ready;		/* the vCPU's LAPIC and IDT are set up */
 	unsigned int finished;		/* the vCPU saw stop and its ring IPIs settled */
+	unsigned int pad;
 };
 
 struct klu_params {
@@ -53,6 +60,7 @@ struct klu_params {
 	/* KLU_MODE_IRQ */
 	unsigned int nr_vcpus;
 	unsigned int tick_tsc;		/* TSC cycles between timer deadlines */
+	volatile unsigned int ring_go;	/* every vCPU is ready: start the IPI ring */
 	volatile unsigned int stop;	/* the host says: finish */
 };
 

@@ -95,6 +95,8 @@ static void print_counts(volatile struct klu_irq_counts *counts, unsigned int nr
 		printf("# vCPU %u: %u ticks (%u early, %u unarmed), IPIs %u sent %u received, %u MSIs, %u other, finished %u\n",
 		       v, c->ticks, c->early, c->unarmed, c->ipi_sent, c->ipi_recv, c->msi,
 		       c->other, c->finished);
+		printf("#   deadline armed %llu, TSC at the last interrupt %llu (%+lld)\n",
+		       c->deadline, c->tsc, (long long)(c->deadline - c->tsc));
 	}
 }
 
@@ -153,24 +155,23 @@ int main(int argc, char **argv)
 		.tick_tsc = khz * period_ms,
 	};
 
-	start = klu_now_ns();
-	last_msi = last_ring = start;
+	/*
+	 * vCPU 0 first: it fills the IDT.  Then the others.  Then the IPI ring, and the
+	 * MSIs: an interrupt to a LAPIC the guest has not enabled yet would be dropped.
+	 */
 	for (v = 0; v < nr_vcpus; v++) {
 		runs[v] = (struct vcpu_run){ .vm = vm, .vcpu = v };
-		last_tick[v] = start;
 		if (pthread_create(&threads[v], NULL, vcpu_thread, &runs[v]))
 			klu_fail("cannot start the thread of vCPU %u", v);
-	}
-
-	/* An MSI to a LAPIC the guest has not enabled yet would be dropped. */
-	for (v = 0; v < nr_vcpus; v++) {
+		start = klu_now_ns();
 		while (!counts[v].ready) {
-			check_vcpus(runs, nr_vcpus);
+			check_vcpus(runs, v + 1);
 			if (klu_now_ns() - start > STALL_NS)
 				klu_fail("vCPU %u did not set up its LAPIC in 5 s", v);
 			usleep(1000);
 		}
 	}
+	p->ring_go = 1;
 	start = klu_now_ns();
 	last_msi = last_ring = start;
 	for (v = 0; v < nr_vcpus; v++)

@@ -126,6 +126,7 @@ static void send_ipi(unsigned int apic_id, unsigned int vector)
 static void arm_timer(unsigned int vcpu, unsigned long long when)
 {
 	deadline[vcpu] = when;
+	counts(vcpu)->deadline = when;
 	wrmsr(MSR_TSC_DEADLINE, when);
 }
 
@@ -140,6 +141,7 @@ void guest_irq(unsigned int vector)
 	struct klu_irq_counts *c = counts(me);
 	struct klu_params *p = params();
 
+	c->tsc = rdtsc();
 	switch (vector) {
 	case KLU_VEC_TIMER:
 		if (!deadline[me])
@@ -150,7 +152,7 @@ void guest_irq(unsigned int vector)
 		if (deadline[me] && c->ticks < last_tick[me])
 			arm_timer(me, deadline[me] + p->tick_tsc);
 		else
-			deadline[me] = 0;
+			deadline[me] = c->deadline = 0;
 		break;
 	case KLU_VEC_IPI:
 		c->ipi_recv++;
@@ -190,14 +192,21 @@ static void irq_main(unsigned int me)
 	struct table_ptr idtr = { sizeof(idt) - 1, (unsigned int)idt };
 	unsigned int v;
 
-	for (v = 0; v < 32; v++)
-		set_gate(v, klu_isr_fault);
-	for (v = 32; v < 256; v++)
-		set_gate(v, klu_isr_other);
-	set_gate(KLU_VEC_TIMER, klu_isr_0x40);
-	set_gate(KLU_VEC_IPI, klu_isr_0x41);
-	set_gate(KLU_VEC_MSI, klu_isr_0x42);
-	set_gate(KLU_VEC_SPURIOUS, klu_isr_0xff);
+	/*
+	 * vCPU 0 fills the IDT that all share: the host starts the others once it is ready.
+	 * (Each filling it would briefly point a vector another vCPU already takes at the
+	 * wrong handler.)
+	 */
+	if (me == 0) {
+		for (v = 0; v < 32; v++)
+			set_gate(v, klu_isr_fault);
+		for (v = 32; v < 256; v++)
+			set_gate(v, klu_isr_other);
+		set_gate(KLU_VEC_TIMER, klu_isr_0x40);
+		set_gate(KLU_VEC_IPI, klu_isr_0x41);
+		set_gate(KLU_VEC_MSI, klu_isr_0x42);
+		set_gate(KLU_VEC_SPURIOUS, klu_isr_0xff);
+	}
 	asm volatile("lgdt %0; lidt %1" : : "m"(gdtr), "m"(idtr));
 
 	apic_write(APIC_SVR, 0x100 | KLU_VEC_SPURIOUS);
@@ -205,11 +214,17 @@ static void irq_main(unsigned int me)
 	last_tick[me] = ~0u;
 	arm_timer(me, rdtsc() + p->tick_tsc);
 	c->ready = 1;
-	if (me == 0 && p->nr_vcpus > 1) {
-		c->ipi_sent++;
-		send_ipi(1, KLU_VEC_IPI);
+	/* The host says when every LAPIC is on (one that is off drops an IPI): vCPU 0
+	 * then starts the ring. */
+	asm volatile("cli");
+	while (!p->stop) {
+		if (me == 0 && p->nr_vcpus > 1 && p->ring_go && !c->ipi_sent) {
+			c->ipi_sent++;
+			send_ipi(1, KLU_VEC_IPI);
+		}
+		asm volatile("sti; hlt; cli" : : : "memory");
 	}
-	wait_irq(&p->stop, 1);
+	asm volatile("sti");
 
 	/*
 	 * Stop: no vCPU forwards the ring's IPI any more.  Once all have seen it, every IPI
