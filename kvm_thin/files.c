@@ -79,6 +79,8 @@ static int klu_file_wrap(struct klu_vm *vm, int fd, enum klu_file_kind kind, u32
 	if (!kf)
 		goto out_core;
 	kf->vcpu_id = vcpu_id;
+	if (kind == KLU_FILE_VM)	/* KVM's VM file holds its struct kvm */
+		klu_owner_set(core->private_data, vm->core);
 	klu_vm_add_file(vm, kf);
 	/*
 	 * An inode of its own (the "secure" variant), so that a move can zap the VMM's
@@ -207,8 +209,6 @@ static long klu_vcpu_run(struct klu_file *kf, unsigned long arg, bool compat)
 	struct klu_vm *vm = kf->vm;
 	long r;
 
-	if (!list_empty_careful(&vm->graveyard))
-		klu_vm_close_graveyard(vm);
 	for (;;) {
 		if (down_read_killable(&vm->lock))
 			return -EINTR;
@@ -224,7 +224,6 @@ static long klu_vcpu_run(struct klu_file *kf, unsigned long arg, bool compat)
 		up_read(&vm->lock);
 		if (wait_event_killable(vm->wq, !READ_ONCE(vm->moving)))
 			return -EINTR;
-		klu_vm_close_graveyard(vm);
 	}
 	if (kf->pending) {
 		r = klu_vcpu_finish_pending(kf);

@@ -147,6 +147,7 @@ int KLU_THIN(misc_register)(struct miscdevice *misc)
 		pr_err("core %s: sysfs registration failed (%d)\n", tag, r);
 		return r;	/* the kobject release frees core */
 	}
+	klu_exports_resolve(core);
 	list_add_tail(&core->node, &klu_cores);
 	if (!klu_core_active_locked())
 		klu_core_set_active(core);
@@ -183,7 +184,8 @@ void KLU_THIN(misc_deregister)(struct miscdevice *misc)
 			pr_info("no core left: /dev/kvm answers -ENODEV until one loads\n");
 	}
 	mutex_unlock(&klu_cores_lock);
-	/* Nobody reaches the core through klu_active once readers are done. */
+	klu_owner_forget_core(core);
+	/* Nobody reaches the core through klu_active or a VM's owner once readers are done. */
 	synchronize_rcu();
 	misc->this_device = NULL;
 	pr_info("core %s unloaded\n", core->tag);

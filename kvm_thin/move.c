@@ -88,6 +88,7 @@ struct klu_move {
 	struct file *old_vm;		/* the old core's VM file */
 	bool irqfds_off;		/* detached from the old VM */
 	bool irqfds_new;		/* attached to the new VM */
+	struct list_head graves;	/* core files to close once the vCPUs run again */
 	u32 *msrs;			/* the MSR indices to move */
 	u32 nr_msrs;
 	u64 t0, t_quiet, t_rebuilt, t_state;
@@ -704,7 +705,7 @@ static int klu_commit(struct klu_move *mv)
 			       KLU_REPLAY_IRQFDS_ON);
 	if (r)
 		return klu_fail(mv, r, "attaching the irqfds to the new VM");
-	/* Past this point nothing fails: the old core's files go to the graveyard. */
+	/* Past this point nothing fails: the old core's files are closed after the resume. */
 	i = 0;
 	list_for_each_entry(kf, &vm->files, node) {
 		if (mv->pending_buf[i]) {
@@ -715,11 +716,14 @@ static int klu_commit(struct klu_move *mv)
 			struct klu_grave *g = kzalloc(sizeof(*g), GFP_KERNEL | __GFP_NOFAIL);
 
 			g->file = kf->core;
-			list_add_tail(&g->node, &vm->graveyard);
+			list_add_tail(&g->node, &mv->graves);
 		}
 		kf->core = mv->new[i];
 		mv->new[i++] = NULL;
 	}
+	/* The new VM file (the first) holds the new core's struct kvm: for kvmgt's calls. */
+	klu_owner_set(list_first_entry(&vm->files, struct klu_file, node)->core->private_data,
+		      mv->to);
 	WRITE_ONCE(vm->core, mv->to);
 	return 0;
 }
@@ -804,7 +808,7 @@ static void klu_move_discard(struct klu_move *mv)
 			continue;
 		g = kzalloc(sizeof(*g), GFP_KERNEL | __GFP_NOFAIL);
 		g->file = mv->new[i];
-		list_add_tail(&g->node, &mv->vm->graveyard);
+		list_add_tail(&g->node, &mv->graves);
 	}
 }
 
@@ -890,6 +894,12 @@ static int klu_move_thread(void *data)
 	klu_move_record(mv, from, ktime_get_ns());
 	mutex_unlock(&vm->files_lock);
 	klu_resume(vm);
+	/*
+	 * The old VM (or the half-built new one) is torn down here, after the vCPUs run
+	 * again, not by a vCPU thread on its way back into the guest: tearing a VM down
+	 * takes longer than the blackout.
+	 */
+	klu_close_graves(&mv->graves);
 	goto out_scratch;
 out_record:
 	mv->result = r;
@@ -921,6 +931,7 @@ static int klu_move_vm(struct klu_vm *vm, struct klu_core *to)
 	mv->vm = vm;
 	mv->to = to;
 	init_completion(&mv->done);
+	INIT_LIST_HEAD(&mv->graves);
 	strscpy(from, READ_ONCE(vm->core)->tag, sizeof(from));
 	t = kthread_run(klu_move_thread, mv, "klu-move-%lu", vm->id);
 	if (IS_ERR(t)) {

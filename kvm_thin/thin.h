@@ -20,6 +20,17 @@
 
 #define KLU_TAG_MAX	16
 
+/*
+ * A core's own copies (klu_<tag>_<name>) of the kvm.ko exports that modules outside
+ * KVM use, found when the core registers (exports.c).  Typed where they are called.
+ */
+struct klu_core_exports {
+	void *gfn_to_memslot, *gfn_to_pfn, *kvm_is_visible_gfn, *kvm_get_kvm, *kvm_put_kvm;
+	void *kvm_release_pfn_clean, *kvm_page_track_register_notifier;
+	void *kvm_page_track_unregister_notifier, *kvm_slot_page_track_add_page;
+	void *kvm_slot_page_track_remove_page;
+};
+
 /* One loaded core set, registered when its kvm_init() registers /dev/kvm. */
 struct klu_core {
 	struct list_head node;
@@ -33,6 +44,7 @@ struct klu_core {
 	struct perf_guest_info_callbacks *perf_cbs;
 	void (*pi_wakeup)(void);
 	cpu_emergency_virt_cb *emergency;
+	struct klu_core_exports exports;
 };
 
 /* One VM, vCPU or device file of a VMM, standing in for the core's file (files.c). */
@@ -54,7 +66,7 @@ struct klu_file {
 	struct list_head journal;		/* configuration ioctls to replay */
 };
 
-/* A core file a move replaced, closed later by one of the VMM's threads (vms.c). */
+/* A core file a move replaced (or half-built), closed by the mover after the resume. */
 struct klu_grave {
 	struct list_head node;
 	struct file *file;
@@ -87,7 +99,6 @@ struct klu_vm {
 	bool moving;				/* vCPUs park in KVM_RUN until cleared */
 	atomic_t stops;				/* vCPUs leaving the core while moving */
 	wait_queue_head_t wq;
-	struct list_head graveyard;		/* old core files, closed by a VMM thread */
 	/* The last move: 0 or -errno, and its timing. */
 	int move_result;
 	char move_step[24];
@@ -116,7 +127,7 @@ void klu_vm_get(struct klu_vm *vm);
 void klu_vm_put(struct klu_vm *vm);
 void klu_vm_add_file(struct klu_vm *vm, struct klu_file *kf);
 void klu_vm_del_file(struct klu_vm *vm, struct klu_file *kf);
-void klu_vm_close_graveyard(struct klu_vm *vm);
+void klu_close_graves(struct list_head *dead);
 int klu_vms_for_each(int (*fn)(struct klu_vm *vm, void *data), void *data);
 
 /* journal.c: what the VMM configured, for a move to replay. */
@@ -143,6 +154,10 @@ extern unsigned int klu_fail_move_step;
 int klu_dev_init(void);
 void klu_dev_exit(void);
 int klu_hooks_init(void);
+/* exports.c: kvm.ko's symbols for modules outside KVM (kvmgt) */
+int klu_exports_resolve(struct klu_core *core);
+void klu_owner_set(const void *kvm, struct klu_core *core);
+void klu_owner_forget_core(struct klu_core *core);
 /* unload.c: why an rmmod was refused, in the log */
 void klu_unload_init(void);
 void klu_unload_exit(void);

@@ -100,7 +100,6 @@ static void klu_vm_release(struct kobject *kobj)
 	mutex_lock(&klu_vms_lock);
 	list_del(&vm->node);
 	mutex_unlock(&klu_vms_lock);
-	klu_vm_close_graveyard(vm);
 	klu_journal_free(&vm->journal);
 	xa_destroy(&vm->slots);
 	mmdrop(vm->mm);
@@ -127,7 +126,6 @@ struct klu_vm *klu_vm_new(struct klu_core *core, unsigned long type)
 	INIT_LIST_HEAD(&vm->files);
 	INIT_LIST_HEAD(&vm->journal);
 	xa_init(&vm->slots);
-	INIT_LIST_HEAD(&vm->graveyard);
 	init_waitqueue_head(&vm->wq);
 	vm->core = core;
 	vm->type = type;
@@ -181,17 +179,22 @@ void klu_vm_del_file(struct klu_vm *vm, struct klu_file *kf)
 	mutex_unlock(&vm->files_lock);
 }
 
-/* Close the files of the core a move left, in a context that has the VMM's mm. */
-void klu_vm_close_graveyard(struct klu_vm *vm)
+/*
+ * Close the core files on @dead (struct klu_grave), in a context that has the VMM's mm:
+ * a VMX VM's private memory slots are unmapped from current->mm.  A kthread that uses
+ * the mm (the mover) closes with __fput_sync(): its fput() would hand the last close
+ * to a worker, which has no mm.
+ */
+void klu_close_graves(struct list_head *dead)
 {
 	struct klu_grave *g, *next;
-	LIST_HEAD(dead);
 
-	mutex_lock(&vm->files_lock);
-	list_splice_init(&vm->graveyard, &dead);
-	mutex_unlock(&vm->files_lock);
-	list_for_each_entry_safe(g, next, &dead, node) {
-		fput(g->file);
+	list_for_each_entry_safe(g, next, dead, node) {
+		list_del(&g->node);
+		if (current->flags & PF_KTHREAD)
+			__fput_sync(g->file);
+		else
+			fput(g->file);
 		kfree(g);
 	}
 }
