@@ -99,18 +99,22 @@ static struct klu_core *klu_owner(const struct kvm *kvm)
 	return core;
 }
 
-/* The core's function @name (klu_<tag>_<name>), or NULL: for a call on a VM of no core. */
-#define KLU_CORE_FN(kvm, name) ({						\
-	struct klu_core *__core = klu_owner(kvm);				\
-	typeof(&name) __fn = __core ? (typeof(&name))__core->exports.name : NULL; \
-									\
-	WARN_ONCE(!__fn, "kvm_thin: %s() on a VM that no loaded core owns\n", #name); \
-	__fn;								\
-})
+/* The owning core's copy of the function at @off in its exports, or NULL. */
+static void *klu_core_fn(const struct kvm *kvm, size_t off, const char *name)
+{
+	struct klu_core *core = klu_owner(kvm);
+	void *fn = core ? *(void **)((char *)&core->exports + off) : NULL;
+
+	WARN_ONCE(!fn, "kvm_thin: %s() on a VM that no loaded core owns\n", name);
+	return fn;
+}
+
+#define KLU_FN(kvm, name) \
+	klu_core_fn(kvm, offsetof(struct klu_core_exports, name), __func__)
 
 struct kvm_memory_slot *gfn_to_memslot(struct kvm *kvm, gfn_t gfn)
 {
-	typeof(&gfn_to_memslot) fn = KLU_CORE_FN(kvm, gfn_to_memslot);
+	typeof(gfn_to_memslot) *fn = KLU_FN(kvm, gfn_to_memslot);
 
 	return fn ? fn(kvm, gfn) : NULL;
 }
@@ -118,7 +122,7 @@ EXPORT_SYMBOL_GPL(gfn_to_memslot);
 
 kvm_pfn_t gfn_to_pfn(struct kvm *kvm, gfn_t gfn)
 {
-	typeof(&gfn_to_pfn) fn = KLU_CORE_FN(kvm, gfn_to_pfn);
+	typeof(gfn_to_pfn) *fn = KLU_FN(kvm, gfn_to_pfn);
 
 	return fn ? fn(kvm, gfn) : KVM_PFN_ERR_FAULT;
 }
@@ -126,7 +130,7 @@ EXPORT_SYMBOL_GPL(gfn_to_pfn);
 
 bool kvm_is_visible_gfn(struct kvm *kvm, gfn_t gfn)
 {
-	typeof(&kvm_is_visible_gfn) fn = KLU_CORE_FN(kvm, kvm_is_visible_gfn);
+	typeof(kvm_is_visible_gfn) *fn = KLU_FN(kvm, kvm_is_visible_gfn);
 
 	return fn && fn(kvm, gfn);
 }
@@ -134,7 +138,7 @@ EXPORT_SYMBOL_GPL(kvm_is_visible_gfn);
 
 void kvm_get_kvm(struct kvm *kvm)
 {
-	typeof(&kvm_get_kvm) fn = KLU_CORE_FN(kvm, kvm_get_kvm);
+	typeof(kvm_get_kvm) *fn = KLU_FN(kvm, kvm_get_kvm);
 
 	if (fn)
 		fn(kvm);
@@ -143,7 +147,7 @@ EXPORT_SYMBOL_GPL(kvm_get_kvm);
 
 void kvm_put_kvm(struct kvm *kvm)
 {
-	typeof(&kvm_put_kvm) fn = KLU_CORE_FN(kvm, kvm_put_kvm);
+	typeof(kvm_put_kvm) *fn = KLU_FN(kvm, kvm_put_kvm);
 
 	if (fn)
 		fn(kvm);
@@ -154,10 +158,9 @@ EXPORT_SYMBOL_GPL(kvm_put_kvm);
 void kvm_release_pfn_clean(kvm_pfn_t pfn)
 {
 	struct klu_core *core = klu_core_get_active();
-	typeof(&kvm_release_pfn_clean) fn;
+	typeof(kvm_release_pfn_clean) *fn = core ? core->exports.kvm_release_pfn_clean : NULL;
 
-	fn = core ? (typeof(fn))core->exports.kvm_release_pfn_clean : NULL;
-	if (!WARN_ONCE(!fn, "kvm_thin: kvm_release_pfn_clean() with no core to do it\n"))
+	if (!WARN_ONCE(!fn, "kvm_thin: %s() with no core to do it\n", __func__))
 		fn(pfn);
 	if (core)
 		klu_core_put(core);
@@ -167,8 +170,8 @@ EXPORT_SYMBOL_GPL(kvm_release_pfn_clean);
 void kvm_page_track_register_notifier(struct kvm *kvm,
 				      struct kvm_page_track_notifier_node *n)
 {
-	typeof(&kvm_page_track_register_notifier) fn =
-		KLU_CORE_FN(kvm, kvm_page_track_register_notifier);
+	typeof(kvm_page_track_register_notifier) *fn =
+		KLU_FN(kvm, kvm_page_track_register_notifier);
 
 	if (fn)
 		fn(kvm, n);
@@ -178,8 +181,8 @@ EXPORT_SYMBOL_GPL(kvm_page_track_register_notifier);
 void kvm_page_track_unregister_notifier(struct kvm *kvm,
 					struct kvm_page_track_notifier_node *n)
 {
-	typeof(&kvm_page_track_unregister_notifier) fn =
-		KLU_CORE_FN(kvm, kvm_page_track_unregister_notifier);
+	typeof(kvm_page_track_unregister_notifier) *fn =
+		KLU_FN(kvm, kvm_page_track_unregister_notifier);
 
 	if (fn)
 		fn(kvm, n);
@@ -189,8 +192,7 @@ EXPORT_SYMBOL_GPL(kvm_page_track_unregister_notifier);
 void kvm_slot_page_track_add_page(struct kvm *kvm, struct kvm_memory_slot *slot, gfn_t gfn,
 				  enum kvm_page_track_mode mode)
 {
-	typeof(&kvm_slot_page_track_add_page) fn =
-		KLU_CORE_FN(kvm, kvm_slot_page_track_add_page);
+	typeof(kvm_slot_page_track_add_page) *fn = KLU_FN(kvm, kvm_slot_page_track_add_page);
 
 	if (fn)
 		fn(kvm, slot, gfn, mode);
@@ -200,8 +202,7 @@ EXPORT_SYMBOL_GPL(kvm_slot_page_track_add_page);
 void kvm_slot_page_track_remove_page(struct kvm *kvm, struct kvm_memory_slot *slot,
 				     gfn_t gfn, enum kvm_page_track_mode mode)
 {
-	typeof(&kvm_slot_page_track_remove_page) fn =
-		KLU_CORE_FN(kvm, kvm_slot_page_track_remove_page);
+	typeof(kvm_slot_page_track_remove_page) *fn = KLU_FN(kvm, kvm_slot_page_track_remove_page);
 
 	if (fn)
 		fn(kvm, slot, gfn, mode);
@@ -215,18 +216,18 @@ int klu_exports_resolve(struct klu_core *core)
 		const char *name;
 		size_t off;
 	} fns[] = {
-#define KLU_FN(name) { #name, offsetof(struct klu_core_exports, name) }
-		KLU_FN(gfn_to_memslot),
-		KLU_FN(gfn_to_pfn),
-		KLU_FN(kvm_is_visible_gfn),
-		KLU_FN(kvm_get_kvm),
-		KLU_FN(kvm_put_kvm),
-		KLU_FN(kvm_release_pfn_clean),
-		KLU_FN(kvm_page_track_register_notifier),
-		KLU_FN(kvm_page_track_unregister_notifier),
-		KLU_FN(kvm_slot_page_track_add_page),
-		KLU_FN(kvm_slot_page_track_remove_page),
-#undef KLU_FN
+#define KLU_SYM(name) { #name, offsetof(struct klu_core_exports, name) }
+		KLU_SYM(gfn_to_memslot),
+		KLU_SYM(gfn_to_pfn),
+		KLU_SYM(kvm_is_visible_gfn),
+		KLU_SYM(kvm_get_kvm),
+		KLU_SYM(kvm_put_kvm),
+		KLU_SYM(kvm_release_pfn_clean),
+		KLU_SYM(kvm_page_track_register_notifier),
+		KLU_SYM(kvm_page_track_unregister_notifier),
+		KLU_SYM(kvm_slot_page_track_add_page),
+		KLU_SYM(kvm_slot_page_track_remove_page),
+#undef KLU_SYM
 	};
 	char sym[KSYM_NAME_LEN];
 	int i, r = 0;

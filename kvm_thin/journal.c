@@ -528,7 +528,7 @@ int klu_journal_replay(struct list_head *journal, struct file *core, void __user
 	list_for_each_entry(rec, journal, node) {
 		int fds[2] = { -1, -1 };
 
-		if ((rec->ioctl == KVM_IRQFD) != (what != KLU_REPLAY_CONFIG))
+		if (what == KLU_REPLAY_CONFIG ? rec->ioctl == KVM_IRQFD : rec->ioctl != KVM_IRQFD)
 			continue;
 		if (rec->size > scratch_size)
 			return -E2BIG;

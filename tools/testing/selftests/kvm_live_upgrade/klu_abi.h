@@ -26,6 +26,10 @@
 
 #define KLU_MAX_VCPUS		8
 
+/* For what one side changes while the other runs (KLU_MODE_IRQ). */
+#define KLU_READ(x)		__atomic_load_n(&(x), __ATOMIC_ACQUIRE)
+#define KLU_WRITE(x, val)	__atomic_store_n(&(x), (val), __ATOMIC_RELEASE)
+
 /* KLU_MODE_IRQ's vectors. */
 #define KLU_VEC_TIMER		0x40	/* TSC-deadline LAPIC timer, every vCPU */
 #define KLU_VEC_IPI		0x41	/* the IPI ring: vCPU n sends to n + 1 */
@@ -60,8 +64,8 @@ struct klu_params {
 	/* KLU_MODE_IRQ */
 	unsigned int nr_vcpus;
 	unsigned int tick_tsc;		/* TSC cycles between timer deadlines */
-	volatile unsigned int ring_go;	/* every vCPU is ready: start the IPI ring */
-	volatile unsigned int stop;	/* the host says: finish */
+	unsigned int ring_go;		/* every vCPU is ready: start the IPI ring */
+	unsigned int stop;		/* the host says: finish */
 };
 
 #endif

@@ -32,7 +32,7 @@
 struct vcpu_run {
 	struct klu_vm *vm;
 	int vcpu;
-	volatile int done;
+	int done;			/* KLU_READ/KLU_WRITE */
 	struct klu_result res;
 };
 
@@ -41,7 +41,7 @@ static void *vcpu_thread(void *arg)
 	struct vcpu_run *r = arg;
 
 	klu_vcpu_run_to_done(r->vm, r->vcpu, &r->res);
-	r->done = 1;
+	KLU_WRITE(r->done, 1);
 	return NULL;
 }
 
@@ -77,33 +77,38 @@ static int setup_irqfd(struct klu_vm *vm)
 
 static void check_vcpus(struct vcpu_run *runs, unsigned int nr)
 {
-	unsigned int v;
+	unsigned int v, st;
 
-	for (v = 0; v < nr; v++)
-		if (runs[v].done)
-			klu_fail("vCPU %u stopped early (status 0x%x%s)", v, runs[v].res.done_status,
-				 runs[v].res.done_status == 0xdead ? ": an exception in the guest" : "");
+	for (v = 0; v < nr; v++) {
+		if (!KLU_READ(runs[v].done))
+			continue;
+		st = runs[v].res.done_status;
+		klu_fail("vCPU %u stopped early (status 0x%x%s)", v, st,
+			 st == 0xdead ? ": an exception in the guest" : "");
+	}
 }
 
-static void print_counts(volatile struct klu_irq_counts *counts, unsigned int nr)
+static void print_counts(struct klu_irq_counts *counts, unsigned int nr)
 {
 	unsigned int v;
 
 	for (v = 0; v < nr; v++) {
-		volatile struct klu_irq_counts *c = &counts[v];
+		struct klu_irq_counts *c = &counts[v];
 
-		printf("# vCPU %u: %u ticks (%u early, %u unarmed), IPIs %u sent %u received, %u MSIs, %u other, finished %u\n",
-		       v, c->ticks, c->early, c->unarmed, c->ipi_sent, c->ipi_recv, c->msi,
-		       c->other, c->finished);
-		printf("#   deadline armed %llu, TSC at the last interrupt %llu (%+lld)\n",
-		       c->deadline, c->tsc, (long long)(c->deadline - c->tsc));
+		printf("# vCPU %u: %u ticks (%u early, %u unarmed), IPIs %u sent %u received, ",
+		       v, KLU_READ(c->ticks), KLU_READ(c->early), KLU_READ(c->unarmed),
+		       KLU_READ(c->ipi_sent), KLU_READ(c->ipi_recv));
+		printf("%u MSIs, %u other, finished %u\n", KLU_READ(c->msi), KLU_READ(c->other),
+		       KLU_READ(c->finished));
+		printf("#   deadline armed %llu, TSC at the last interrupt %llu\n",
+		       KLU_READ(c->deadline), KLU_READ(c->tsc));
 	}
 }
 
 int main(int argc, char **argv)
 {
 	unsigned int nr_vcpus = 4, seconds = 10, period_ms = 10, v;
-	volatile struct klu_irq_counts *counts;
+	struct klu_irq_counts *counts;
 	uint64_t start, now, last_msi, last_ring, last_tick[KLU_MAX_VCPUS];
 	uint32_t ring = 0, ticks[KLU_MAX_VCPUS] = { 0 }, injected = 0;
 	struct vcpu_run runs[KLU_MAX_VCPUS];
@@ -147,7 +152,7 @@ int main(int argc, char **argv)
 	if (khz <= 0)
 		klu_fail("KVM_GET_TSC_KHZ: %s", strerror(errno));
 	efd = setup_irqfd(vm);
-	counts = (volatile struct klu_irq_counts *)(vm->mem + KLU_COUNTS_GPA);
+	counts = (struct klu_irq_counts *)(vm->mem + KLU_COUNTS_GPA);
 	p = klu_vm_params(vm);
 	*p = (struct klu_params) {
 		.mode = KLU_MODE_IRQ,
@@ -164,16 +169,17 @@ int main(int argc, char **argv)
 		if (pthread_create(&threads[v], NULL, vcpu_thread, &runs[v]))
 			klu_fail("cannot start the thread of vCPU %u", v);
 		start = klu_now_ns();
-		while (!counts[v].ready) {
+		while (!KLU_READ(counts[v].ready)) {
 			check_vcpus(runs, v + 1);
 			if (klu_now_ns() - start > STALL_NS)
 				klu_fail("vCPU %u did not set up its LAPIC in 5 s", v);
 			usleep(1000);
 		}
 	}
-	p->ring_go = 1;
+	KLU_WRITE(p->ring_go, 1);
 	start = klu_now_ns();
-	last_msi = last_ring = start;
+	last_msi = start;
+	last_ring = start;
 	for (v = 0; v < nr_vcpus; v++)
 		last_tick[v] = start;
 
@@ -182,52 +188,54 @@ int main(int argc, char **argv)
 		uint64_t one = 1, r = 0;
 
 		check_vcpus(runs, nr_vcpus);
-		if (counts[0].msi > injected)
+		if (KLU_READ(counts[0].msi) > injected)
 			klu_fail("the guest took %u irqfd interrupts, %u were signalled",
-				 counts[0].msi, injected);
-		if (counts[0].msi == injected) {
+				 KLU_READ(counts[0].msi), injected);
+		if (KLU_READ(counts[0].msi) == injected) {
 			if (write(efd, &one, sizeof(one)) != sizeof(one))
 				klu_fail("eventfd write: %s", strerror(errno));
 			injected++;
 			last_msi = now;
 		} else if (now - last_msi > STALL_NS) {
 			print_counts(counts, nr_vcpus);
-			klu_fail("irqfd interrupt %u did not reach the guest in 5 s: lost", injected);
+			klu_fail("irqfd interrupt %u did not reach the guest in 5 s: lost",
+				 injected);
 		}
 		for (v = 0; v < nr_vcpus; v++) {
-			if (counts[v].ticks != ticks[v]) {
-				ticks[v] = counts[v].ticks;
+			if (KLU_READ(counts[v].ticks) != ticks[v]) {
+				ticks[v] = KLU_READ(counts[v].ticks);
 				last_tick[v] = now;
 			} else if (now - last_tick[v] > STALL_NS) {
 				print_counts(counts, nr_vcpus);
 				klu_fail("vCPU %u: no timer tick for 5 s after tick %u: lost", v,
 					 ticks[v]);
 			}
-			r += counts[v].ipi_recv;
+			r += KLU_READ(counts[v].ipi_recv);
 		}
 		if (r != ring) {
 			ring = r;
 			last_ring = now;
 		} else if (nr_vcpus > 1 && now - last_ring > STALL_NS) {
 			print_counts(counts, nr_vcpus);
-			klu_fail("the IPI ring made no progress for 5 s after %u IPIs: one was lost",
+			klu_fail("the IPI ring made no progress for 5 s after %u IPIs: lost",
 				 ring);
 		}
 		usleep(1000);
 	}
 
 	/* The last MSI must have come in before the guest is told to finish. */
-	while (counts[0].msi != injected) {
+	while (KLU_READ(counts[0].msi) != injected) {
 		check_vcpus(runs, nr_vcpus);
 		if (klu_now_ns() - last_msi > STALL_NS)
-			klu_fail("irqfd interrupt %u did not reach the guest in 5 s: lost", injected);
+			klu_fail("irqfd interrupt %u did not reach the guest in 5 s: lost",
+				 injected);
 		usleep(1000);
 	}
-	p->stop = 1;
+	KLU_WRITE(p->stop, 1);
 	/* Each vCPU waits for the others and for two more ticks, then reports. */
 	now = klu_now_ns();
 	for (v = 0; v < nr_vcpus; v++) {
-		while (!runs[v].done) {
+		while (!KLU_READ(runs[v].done)) {
 			if (klu_now_ns() - now > STALL_NS) {
 				print_counts(counts, nr_vcpus);
 				klu_fail("vCPU %u did not finish within 5 s of the stop", v);
@@ -245,10 +253,10 @@ int main(int argc, char **argv)
 	want = elapsed_ms / period_ms;
 	print_counts(counts, nr_vcpus);
 	for (v = 0; v < nr_vcpus; v++) {
-		volatile struct klu_irq_counts *c = &counts[v];
+		struct klu_irq_counts *c = &counts[v];
 
 		if (c->early || c->unarmed)
-			klu_fail("vCPU %u: %u timer ticks before their deadline, %u with none armed",
+			klu_fail("vCPU %u: %u timer ticks before their deadline, %u unarmed",
 				 v, c->early, c->unarmed);
 		if (c->other)
 			klu_fail("vCPU %u: %u interrupts on vectors nobody sent", v, c->other);
@@ -268,8 +276,9 @@ int main(int argc, char **argv)
 			 (unsigned long long)recv);
 	if (nr_vcpus > 1 && !recv)
 		klu_fail("no IPI went around the ring");
-	if (counts[0].msi != injected)
-		klu_fail("irqfd: %u signalled, the guest took %u", injected, counts[0].msi);
+	if (KLU_READ(counts[0].msi) != injected)
+		klu_fail("irqfd: %u signalled, the guest took %u", injected,
+			 KLU_READ(counts[0].msi));
 	printf("# %u vCPUs, %llu ms: timer ticks every %u ms, %llu ring IPIs, %u irqfd MSIs\n",
 	       nr_vcpus, (unsigned long long)elapsed_ms, period_ms, (unsigned long long)recv,
 	       injected);

@@ -41,7 +41,6 @@ static unsigned int count_primes(unsigned char *sieve, unsigned int limit)
 	return n;
 }
 
-
 /* ---- KLU_MODE_IRQ ------------------------------------------------------------------ */
 
 #define APIC_BASE		0xfee00000u
@@ -69,6 +68,7 @@ struct table_ptr {
 static const unsigned long long gdt[3] = {
 	0, 0x00cf9a000000ffffull, 0x00cf92000000ffffull,
 };
+
 static struct gate idt[256];
 
 extern char klu_isr_0x40[], klu_isr_0x41[], klu_isr_0x42[], klu_isr_0xff[];
@@ -77,16 +77,21 @@ extern char klu_isr_other[], klu_isr_fault[];
 /* Per vCPU: the armed deadline (0: none), and the tick after which the timer stops. */
 static unsigned long long deadline[KLU_MAX_VCPUS];
 static unsigned int last_tick[KLU_MAX_VCPUS];
-static volatile unsigned int finished;
+static unsigned int finished;
 
+/* LAPIC registers: one 32-bit access each, which the compiler must not merge or drop. */
 static inline void apic_write(unsigned int reg, unsigned int val)
 {
-	*(volatile unsigned int *)(APIC_BASE + reg) = val;
+	asm volatile("movl %0, %1" : : "r"(val), "m"(*(unsigned int *)(APIC_BASE + reg))
+		     : "memory");
 }
 
 static inline unsigned int apic_read(unsigned int reg)
 {
-	return *(volatile unsigned int *)(APIC_BASE + reg);
+	unsigned int val;
+
+	asm volatile("movl %1, %0" : "=r"(val) : "m"(*(unsigned int *)(APIC_BASE + reg)));
+	return val;
 }
 
 static inline unsigned long long rdtsc(void)
@@ -152,11 +157,11 @@ void guest_irq(unsigned int vector)
 		if (deadline[me] && c->ticks < last_tick[me])
 			arm_timer(me, deadline[me] + p->tick_tsc);
 		else
-			deadline[me] = c->deadline = 0;
+			arm_timer(me, 0);
 		break;
 	case KLU_VEC_IPI:
 		c->ipi_recv++;
-		if (!p->stop) {
+		if (!KLU_READ(p->stop)) {
 			c->ipi_sent++;
 			send_ipi((me + 1) % p->nr_vcpus, KLU_VEC_IPI);
 		}
@@ -175,12 +180,11 @@ void guest_irq(unsigned int vector)
 }
 
 /* Halt until an interrupt, unless @done: the sti shadow closes the race. */
-static void wait_irq(volatile unsigned int *flag, unsigned int until)
+static void wait_irq(unsigned int *flag, unsigned int until)
 {
 	asm volatile("cli");
-	while (*flag < until) {
+	while (KLU_READ(*flag) < until)
 		asm volatile("sti; hlt; cli" : : : "memory");
-	}
 	asm volatile("sti");
 }
 
@@ -213,12 +217,14 @@ static void irq_main(unsigned int me)
 	apic_write(APIC_LVTT, APIC_LVTT_TSC_DEADLINE | KLU_VEC_TIMER);
 	last_tick[me] = ~0u;
 	arm_timer(me, rdtsc() + p->tick_tsc);
-	c->ready = 1;
-	/* The host says when every LAPIC is on (one that is off drops an IPI): vCPU 0
-	 * then starts the ring. */
+	KLU_WRITE(c->ready, 1);
+	/*
+	 * The host says when every LAPIC is on (one that is off drops an IPI): vCPU 0
+	 * then starts the ring.
+	 */
 	asm volatile("cli");
-	while (!p->stop) {
-		if (me == 0 && p->nr_vcpus > 1 && p->ring_go && !c->ipi_sent) {
+	while (!KLU_READ(p->stop)) {
+		if (me == 0 && p->nr_vcpus > 1 && KLU_READ(p->ring_go) && !c->ipi_sent) {
 			c->ipi_sent++;
 			send_ipi(1, KLU_VEC_IPI);
 		}
@@ -236,7 +242,7 @@ static void irq_main(unsigned int me)
 	last_tick[me] = c->ticks + 2;
 	asm volatile("sti");
 	wait_irq(&c->ticks, last_tick[me]);
-	c->finished = 1;
+	KLU_WRITE(c->finished, 1);
 	guest_outl(KLU_PORT_RESULT, c->ticks);
 }
 
