@@ -19,12 +19,16 @@
 #define KLU_PORT_DONE		0xe4	/* outl: guest finished, value = status */
 #define KLU_PORT_PROGRESS	0xe8	/* outl: a progress tick (forces an exit) */
 #define KLU_PORT_ECHO		0xec	/* inl: host answers with the last value written */
+#define KLU_MMIO_ECHO		0xd0000000u	/* the same as MMIO: no memory slot there */
 
 #define KLU_MODE_COMPUTE	1	/* FNV-1a over the data, then a prime sieve */
-#define KLU_MODE_EXITS		2	/* iterations port I/O exits, nothing else */
+#define KLU_MODE_EXITS		2	/* iterations echo round trips, nothing else */
 #define KLU_MODE_IRQ		3	/* LAPIC timer ticks, an IPI ring, irqfd MSIs */
 
 #define KLU_MAX_VCPUS		8
+
+#define KLU_EXITS_PIO		1	/* OUT, then IN, on KLU_PORT_ECHO */
+#define KLU_EXITS_MMIO		2	/* a write, then a read, of KLU_MMIO_ECHO */
 
 /* For what one side changes while the other runs (KLU_MODE_IRQ). */
 #define KLU_READ(x)		__atomic_load_n(&(x), __ATOMIC_ACQUIRE)
@@ -60,6 +64,7 @@ struct klu_params {
 	unsigned int mode;
 	unsigned int data_len;		/* bytes at KLU_DATA_GPA */
 	unsigned int iterations;
+	unsigned int exits;		/* KLU_MODE_EXITS: KLU_EXITS_PIO and/or _MMIO */
 	unsigned int sieve_limit;	/* sieve scratch lives after the data */
 	/* KLU_MODE_IRQ */
 	unsigned int nr_vcpus;

@@ -254,6 +254,16 @@ void klu_vcpu_run_to_done(struct klu_vm *vm, int vcpu, struct klu_result *res)
 			klu_fail("vCPU %d KVM_RUN: %s", vcpu, strerror(errno));
 		}
 		res->exits++;
+		if (run->exit_reason == KVM_EXIT_MMIO) {	/* the MMIO echo */
+			if (run->mmio.phys_addr != KLU_MMIO_ECHO || run->mmio.len != 4)
+				klu_fail("vCPU %d: MMIO of %u bytes at 0x%llx", vcpu, run->mmio.len,
+					 (unsigned long long)run->mmio.phys_addr);
+			if (run->mmio.is_write)
+				memcpy(&echo, run->mmio.data, 4);
+			else
+				memcpy(run->mmio.data, &echo, 4);
+			continue;
+		}
 		if (run->exit_reason != KVM_EXIT_IO) {
 			struct kvm_regs regs;
 

@@ -82,16 +82,12 @@ static unsigned int finished;
 /* LAPIC registers: one 32-bit access each, which the compiler must not merge or drop. */
 static inline void apic_write(unsigned int reg, unsigned int val)
 {
-	asm volatile("movl %0, %1" : : "r"(val), "m"(*(unsigned int *)(APIC_BASE + reg))
-		     : "memory");
+	guest_mmio_write(APIC_BASE + reg, val);
 }
 
 static inline unsigned int apic_read(unsigned int reg)
 {
-	unsigned int val;
-
-	asm volatile("movl %1, %0" : "=r"(val) : "m"(*(unsigned int *)(APIC_BASE + reg)));
-	return val;
+	return guest_mmio_read(APIC_BASE + reg);
 }
 
 static inline unsigned long long rdtsc(void)
@@ -262,8 +258,14 @@ void guest_main(unsigned int vcpu)
 		break;
 	case KLU_MODE_EXITS:
 		for (i = 0; i < p->iterations; i++) {
-			guest_outl(KLU_PORT_ECHO, i);
-			sum += guest_inl(KLU_PORT_ECHO);
+			if (p->exits & KLU_EXITS_PIO) {
+				guest_outl(KLU_PORT_ECHO, i);
+				sum += guest_inl(KLU_PORT_ECHO);
+			}
+			if (p->exits & KLU_EXITS_MMIO) {
+				guest_mmio_write(KLU_MMIO_ECHO, i);
+				sum += guest_mmio_read(KLU_MMIO_ECHO);
+			}
 		}
 		guest_outl(KLU_PORT_RESULT, sum);
 		break;

@@ -24,6 +24,20 @@ static inline unsigned int guest_inl(unsigned short port)
 	return val;
 }
 
+/* An MMIO access the host handles (no memory slot there): one movl each way. */
+static inline void guest_mmio_write(unsigned int addr, unsigned int val)
+{
+	asm volatile("movl %0, %1" : : "r"(val), "m"(*(unsigned int *)addr) : "memory");
+}
+
+static inline unsigned int guest_mmio_read(unsigned int addr)
+{
+	unsigned int val;
+
+	asm volatile("movl %1, %0" : "=r"(val) : "m"(*(unsigned int *)addr));
+	return val;
+}
+
 static inline struct klu_params *params(void)
 {
 	return (struct klu_params *)KLU_PARAMS_GPA;
