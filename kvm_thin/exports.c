@@ -13,9 +13,11 @@
  * A struct kvm is the core's; kvm_thin never looks inside it.  It only remembers, by
  * address, which core made each one (at KVM_CREATE_VM, and when a move builds a VM
  * again), in a hash that these calls read under RCU: kvmgt calls some of them under
- * kvm->mmu_lock.  An entry lives until the address is reused or its core unloads, since
- * kvmgt may hold a VM after the VMM closed it (kvm_get_kvm()), and the core cannot
- * unload while any of its VMs lives.  Each core's functions are found with
+ * kvm->mmu_lock.  kvmgt gets a struct kvm only through a KVM device (kvm-vfio), and may
+ * hold it after the VMM closed the VM (kvm_get_kvm()): the entry of a VM that created a
+ * device lives until the address is reused or its core unloads (a core cannot unload
+ * while any of its VMs lives).  The entry of any other VM goes when the VM ends, or
+ * when a move replaces its struct kvm.  Each core's functions are found with
  * symbol_get() when it registers; the reference is dropped at once, as the core's
  * generic module cannot go before its vendor module has deregistered the core.
  *
@@ -64,6 +66,22 @@ void klu_owner_set(const void *kvm, struct klu_core *core)
 	spin_unlock(&klu_owners_lock);
 	if (!n)
 		pr_warn("no memory to note the core of a VM: kvmgt cannot use it\n");
+}
+
+/* Forget the struct kvm at @kvm: its VM ended, and nothing outside KVM can hold it. */
+void klu_owner_del(const void *kvm)
+{
+	struct klu_kvm_owner *o;
+
+	spin_lock(&klu_owners_lock);
+	hash_for_each_possible(klu_owners, o, node, (unsigned long)kvm) {
+		if (o->kvm == kvm) {
+			hash_del_rcu(&o->node);
+			kfree_rcu(o, rcu);
+			break;
+		}
+	}
+	spin_unlock(&klu_owners_lock);
 }
 
 /* @core is going: forget its VMs (none is left; the caller synchronizes RCU). */

@@ -79,8 +79,12 @@ static int klu_file_wrap(struct klu_vm *vm, int fd, enum klu_file_kind kind, u32
 	if (!kf)
 		goto out_core;
 	kf->vcpu_id = vcpu_id;
-	if (kind == KLU_FILE_VM)	/* KVM's VM file holds its struct kvm */
-		klu_owner_set(core->private_data, vm->core);
+	if (kind == KLU_FILE_VM) {	/* KVM's VM file holds its struct kvm */
+		vm->kvm = core->private_data;
+		klu_owner_set(vm->kvm, vm->core);
+	} else if (kind == KLU_FILE_DEVICE) {
+		WRITE_ONCE(vm->has_device, true);
+	}
 	klu_vm_add_file(vm, kf);
 	/*
 	 * An inode of its own (the "secure" variant), so that a move can zap the VMM's

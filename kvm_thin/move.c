@@ -722,8 +722,9 @@ static int klu_commit(struct klu_move *mv)
 		mv->new[i++] = NULL;
 	}
 	/* The new VM file (the first) holds the new core's struct kvm: for kvmgt's calls. */
-	klu_owner_set(list_first_entry(&vm->files, struct klu_file, node)->core->private_data,
-		      mv->to);
+	klu_owner_del(vm->kvm);		/* a VM with a device does not move */
+	vm->kvm = list_first_entry(&vm->files, struct klu_file, node)->core->private_data;
+	klu_owner_set(vm->kvm, mv->to);
 	WRITE_ONCE(vm->core, mv->to);
 	return 0;
 }

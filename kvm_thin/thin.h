@@ -96,6 +96,8 @@ struct klu_vm {
 	struct list_head journal;		/* VM configuration ioctls to replay */
 	struct xarray slots;			/* memory slot -> its journal record */
 	char unmovable[80];			/* why a move would lose state, or "" */
+	const void *kvm;			/* the core's struct kvm: never dereferenced */
+	bool has_device;			/* a KVM device may have handed kvm out */
 	bool moving;				/* vCPUs park in KVM_RUN until cleared */
 	atomic_t stops;				/* vCPUs leaving the core while moving */
 	wait_queue_head_t wq;
@@ -157,6 +159,7 @@ int klu_hooks_init(void);
 /* exports.c: kvm.ko's symbols for modules outside KVM (kvmgt) */
 int klu_exports_resolve(struct klu_core *core);
 void klu_owner_set(const void *kvm, struct klu_core *core);
+void klu_owner_del(const void *kvm);
 void klu_owner_forget_core(struct klu_core *core);
 /* unload.c: why an rmmod was refused, in the log */
 void klu_unload_init(void);

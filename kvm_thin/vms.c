@@ -100,6 +100,8 @@ static void klu_vm_release(struct kobject *kobj)
 	mutex_lock(&klu_vms_lock);
 	list_del(&vm->node);
 	mutex_unlock(&klu_vms_lock);
+	if (vm->kvm && !vm->has_device)
+		klu_owner_del(vm->kvm);
 	klu_journal_free(&vm->journal);
 	xa_destroy(&vm->slots);
 	mmdrop(vm->mm);
