@@ -897,9 +897,11 @@ static int klu_move_thread(void *data)
 	klu_resume(vm);
 	/*
 	 * The old VM (or the half-built new one) is torn down here, after the vCPUs run
-	 * again, not by a vCPU thread on its way back into the guest: tearing a VM down
-	 * takes longer than the blackout.
+	 * again, not by a vCPU thread on its way back into the guest (tearing a VM down
+	 * takes longer than the blackout), and at the lowest priority, so that on a CPU
+	 * they share the vCPUs run first.
 	 */
+	set_user_nice(current, MAX_NICE);	/* the vCPUs first, on a busy host */
 	klu_close_graves(&mv->graves);
 	goto out_scratch;
 out_record:
