@@ -898,10 +898,11 @@ static int klu_move_thread(void *data)
 	/*
 	 * The old VM (or the half-built new one) is torn down here, after the vCPUs run
 	 * again, not by a vCPU thread on its way back into the guest (tearing a VM down
-	 * takes longer than the blackout), and at the lowest priority, so that on a CPU
-	 * they share the vCPUs run first.
+	 * takes longer than the blackout), and at a low priority (nice 10: about a tenth
+	 * of a CPU that a busy vCPU shares with it), so that the vCPUs run first.  The
+	 * trigger returns once the old VMs are gone, so that the old core can unload.
 	 */
-	set_user_nice(current, MAX_NICE);	/* the vCPUs first, on a busy host */
+	set_user_nice(current, 10);	/* the vCPUs first, but the teardown still ends */
 	klu_close_graves(&mv->graves);
 	goto out_scratch;
 out_record:
