@@ -17,9 +17,11 @@
  * hold it after the VMM closed the VM (kvm_get_kvm()): the entry of a VM that created a
  * device lives until the address is reused or its core unloads (a core cannot unload
  * while any of its VMs lives).  The entry of any other VM goes when the VM ends, or
- * when a move replaces its struct kvm.  Each core's functions are found with
- * symbol_get() when it registers; the reference is dropped at once, as the core's
- * generic module cannot go before its vendor module has deregistered the core.
+ * when a move replaces its struct kvm; each entry names the kvm_thin VM that noted it,
+ * so that a VM ending late does not take the entry of a new VM at a reused address.
+ * Each core's functions are found with symbol_get() when it registers; the reference is
+ * dropped at once, as the core's generic module cannot go before its vendor module has
+ * deregistered the core.
  *
  * Copyright (C) 2026 The kvm-live-upgrade authors.
  */
@@ -38,21 +40,23 @@ struct klu_kvm_owner {
 	struct hlist_node node;
 	const void *kvm;
 	struct klu_core *core;
+	const struct klu_vm *vm;	/* kvm_thin's VM that noted it */
 	struct rcu_head rcu;
 };
 
 static DEFINE_HASHTABLE(klu_owners, 8);
 static DEFINE_SPINLOCK(klu_owners_lock);
 
-/* Core @core made the struct kvm at @kvm. */
-void klu_owner_set(const void *kvm, struct klu_core *core)
+/* Core @core made the struct kvm at @kvm, for kvm_thin's VM @vm. */
+void klu_owner_set(const void *kvm, struct klu_core *core, const struct klu_vm *vm)
 {
 	struct klu_kvm_owner *o, *n = kzalloc(sizeof(*n), GFP_KERNEL);
 
 	spin_lock(&klu_owners_lock);
 	hash_for_each_possible(klu_owners, o, node, (unsigned long)kvm) {
-		if (o->kvm == kvm) {
-			WRITE_ONCE(o->core, core);	/* a freed VM's address, reused */
+		if (o->kvm == kvm) {	/* a freed VM's address, reused */
+			WRITE_ONCE(o->core, core);
+			o->vm = vm;
 			spin_unlock(&klu_owners_lock);
 			kfree(n);
 			return;
@@ -61,6 +65,7 @@ void klu_owner_set(const void *kvm, struct klu_core *core)
 	if (n) {
 		n->kvm = kvm;
 		n->core = core;
+		n->vm = vm;
 		hash_add_rcu(klu_owners, &n->node, (unsigned long)kvm);
 	}
 	spin_unlock(&klu_owners_lock);
@@ -68,16 +73,22 @@ void klu_owner_set(const void *kvm, struct klu_core *core)
 		pr_warn("no memory to note the core of a VM: kvmgt cannot use it\n");
 }
 
-/* Forget the struct kvm at @kvm: its VM ended, and nothing outside KVM can hold it. */
-void klu_owner_del(const void *kvm)
+/*
+ * Forget the struct kvm at @kvm that @vm noted: its VM ended, or moved, and nothing
+ * outside KVM can hold it.  If the address was reused meanwhile, the entry is another
+ * VM's now and stays.
+ */
+void klu_owner_del(const void *kvm, const struct klu_vm *vm)
 {
 	struct klu_kvm_owner *o;
 
 	spin_lock(&klu_owners_lock);
 	hash_for_each_possible(klu_owners, o, node, (unsigned long)kvm) {
 		if (o->kvm == kvm) {
-			hash_del_rcu(&o->node);
-			kfree_rcu(o, rcu);
+			if (o->vm == vm) {
+				hash_del_rcu(&o->node);
+				kfree_rcu(o, rcu);
+			}
 			break;
 		}
 	}

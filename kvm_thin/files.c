@@ -81,7 +81,7 @@ static int klu_file_wrap(struct klu_vm *vm, int fd, enum klu_file_kind kind, u32
 	kf->vcpu_id = vcpu_id;
 	if (kind == KLU_FILE_VM) {	/* KVM's VM file holds its struct kvm */
 		vm->kvm = core->private_data;
-		klu_owner_set(vm->kvm, vm->core);
+		klu_owner_set(vm->kvm, vm->core, vm);
 	} else if (kind == KLU_FILE_DEVICE) {
 		WRITE_ONCE(vm->has_device, true);
 	}

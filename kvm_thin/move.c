@@ -722,9 +722,9 @@ static int klu_commit(struct klu_move *mv)
 		mv->new[i++] = NULL;
 	}
 	/* The new VM file (the first) holds the new core's struct kvm: for kvmgt's calls. */
-	klu_owner_del(vm->kvm);		/* a VM with a device does not move */
+	klu_owner_del(vm->kvm, vm);	/* a VM with a device does not move */
 	vm->kvm = list_first_entry(&vm->files, struct klu_file, node)->core->private_data;
-	klu_owner_set(vm->kvm, mv->to);
+	klu_owner_set(vm->kvm, mv->to, vm);
 	WRITE_ONCE(vm->core, mv->to);
 	return 0;
 }
@@ -783,8 +783,8 @@ static int klu_detach_irqfds(struct klu_move *mv)
 
 /*
  * A failed move: the irqfds go back to the old VM (a signal that came meanwhile waits in
- * its eventfd and is injected there), and what the new core built is closed by a VMM
- * thread, like old files.
+ * its eventfd and is injected there), and what the new core built is closed by the
+ * mover once the vCPUs run again, like the old core's files after a move.
  */
 static void klu_move_discard(struct klu_move *mv)
 {

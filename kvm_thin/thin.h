@@ -158,8 +158,8 @@ void klu_dev_exit(void);
 int klu_hooks_init(void);
 /* exports.c: kvm.ko's symbols for modules outside KVM (kvmgt) */
 int klu_exports_resolve(struct klu_core *core);
-void klu_owner_set(const void *kvm, struct klu_core *core);
-void klu_owner_del(const void *kvm);
+void klu_owner_set(const void *kvm, struct klu_core *core, const struct klu_vm *vm);
+void klu_owner_del(const void *kvm, const struct klu_vm *vm);
 void klu_owner_forget_core(struct klu_core *core);
 /* unload.c: why an rmmod was refused, in the log */
 void klu_unload_init(void);

@@ -101,7 +101,7 @@ static void klu_vm_release(struct kobject *kobj)
 	list_del(&vm->node);
 	mutex_unlock(&klu_vms_lock);
 	if (vm->kvm && !vm->has_device)
-		klu_owner_del(vm->kvm);
+		klu_owner_del(vm->kvm, vm);
 	klu_journal_free(&vm->journal);
 	xa_destroy(&vm->slots);
 	mmdrop(vm->mm);

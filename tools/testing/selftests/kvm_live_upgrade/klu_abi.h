@@ -49,7 +49,7 @@ struct klu_irq_counts {
 	unsigned long long deadline;	/* the armed TSC deadline, 0: none */
 	unsigned long long tsc;		/* the TSC at the last interrupt */
 	unsigned int ticks;		/* timer interrupts */
-	unsigned int early;		/* ... that came before their deadline */
+	unsigned int early;		/* ... more than half a period early (doubled) */
 	unsigned int unarmed;		/* ... that came with no deadline armed (doubled) */
 	unsigned int ipi_sent;
 	unsigned int ipi_recv;

@@ -5,7 +5,7 @@
  * in-kernel irqchip and N vCPUs (-c, default 4); each of them at once
  *   - takes TSC-deadline LAPIC timer ticks (-p ms apart), re-arming one period after the
  *     previous deadline: a lost tick stops that vCPU's timer for good, a doubled one comes
- *     early or unarmed;
+ *     unarmed or more than half a period early;
  *   - passes one IPI around a ring (vCPU n to n + 1): a lost IPI stops the ring, a
  *     doubled one leaves more received than sent;
  * and vCPU 0 takes MSIs that this program signals through an irqfd, one at a time: each
@@ -256,7 +256,7 @@ int main(int argc, char **argv)
 		struct klu_irq_counts *c = &counts[v];
 
 		if (c->early || c->unarmed)
-			klu_fail("vCPU %u: %u timer ticks before their deadline, %u unarmed",
+			klu_fail("vCPU %u: %u timer ticks half a period early, %u unarmed",
 				 v, c->early, c->unarmed);
 		if (c->other)
 			klu_fail("vCPU %u: %u interrupts on vectors nobody sent", v, c->other);

@@ -145,9 +145,13 @@ void guest_irq(unsigned int vector)
 	c->tsc = rdtsc();
 	switch (vector) {
 	case KLU_VEC_TIMER:
+		/*
+		 * A doubled tick comes right after the re-arm, most of a period early; a
+		 * tick a little early is the emulated host's TSC catching up.
+		 */
 		if (!deadline[me])
 			c->unarmed++;
-		else if (rdtsc() < deadline[me])
+		else if (rdtsc() + p->tick_tsc / 2 < deadline[me])
 			c->early++;
 		c->ticks++;
 		if (deadline[me] && c->ticks < last_tick[me])
