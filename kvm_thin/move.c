@@ -493,6 +493,18 @@ static int klu_xfer_opt(struct klu_move *mv, struct file *from, struct file *to,
 	return r < 0 ? klu_fail(mv, r, "%s: %ld", what, r) : 0;
 }
 
+/* The general registers, the FPU/XSAVE state and the XCRs. */
+static int klu_xfer_regs(struct klu_move *mv, struct file *from, struct file *to)
+{
+	int r = klu_xfer(mv, from, to, KVM_GET_REGS, KVM_SET_REGS, "registers");
+
+	if (!r)
+		r = klu_xfer_xsave(mv, from, to);
+	if (!r && klu_cap(mv, KVM_CAP_XCRS) > 0)
+		r = klu_xfer(mv, from, to, KVM_GET_XCRS, KVM_SET_XCRS, "XCRs");
+	return r;
+}
+
 /*
  * One vCPU, in the order QEMU's migration uses where it matters: CPUID before anything
  * that depends on it, the TSC before the TSC deadline, SREGS (EFER, APIC base) before
@@ -510,11 +522,7 @@ static int klu_xfer_vcpu(struct klu_move *mv, struct file *from, struct file *to
 	if (!r)
 		r = klu_xfer_nested(mv, from, to);
 	if (!r)
-		r = klu_xfer(mv, from, to, KVM_GET_REGS, KVM_SET_REGS, "registers");
-	if (!r)
-		r = klu_xfer_xsave(mv, from, to);
-	if (!r && klu_cap(mv, KVM_CAP_XCRS) > 0)
-		r = klu_xfer(mv, from, to, KVM_GET_XCRS, KVM_SET_XCRS, "XCRs");
+		r = klu_xfer_regs(mv, from, to);
 	if (!r)	/* no LAPIC in the kernel: -EINVAL */
 		r = klu_xfer_opt(mv, from, to, KVM_GET_LAPIC, KVM_SET_LAPIC, -EINVAL, "LAPIC");
 	if (!r)
@@ -572,11 +580,7 @@ int klu_move_vcpu_state(struct klu_vm *vm, struct file *from, struct file *to,
 	if (!r)
 		r = klu_xfer(&mv, from, to, KVM_GET_SREGS, KVM_SET_SREGS, "special registers");
 	if (!r)
-		r = klu_xfer(&mv, from, to, KVM_GET_REGS, KVM_SET_REGS, "registers");
-	if (!r)
-		r = klu_xfer_xsave(&mv, from, to);
-	if (!r && klu_cap(&mv, KVM_CAP_XCRS) > 0)
-		r = klu_xfer(&mv, from, to, KVM_GET_XCRS, KVM_SET_XCRS, "XCRs");
+		r = klu_xfer_regs(&mv, from, to);
 	if (!r)
 		r = klu_xfer_msrs(&mv, from, to);
 	if (!r)
