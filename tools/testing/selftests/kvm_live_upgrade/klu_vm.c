@@ -5,6 +5,7 @@
  * Copyright (C) 2026 The kvm-live-upgrade authors.
  */
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -249,8 +250,14 @@ void klu_vcpu_run_to_done(struct klu_vm *vm, int vcpu, struct klu_result *res)
 		uint32_t *data;
 
 		if (ioctl(vm->vcpu_fd[vcpu], KVM_RUN, 0) < 0) {
-			if (errno == EINTR)
+			if (errno == EINTR) {
+				while (KLU_READ(vm->hold[vcpu])) {
+					KLU_WRITE(vm->held[vcpu], 1);
+					usleep(1000);
+				}
+				KLU_WRITE(vm->held[vcpu], 0);
 				continue;
+			}
 			klu_fail("vCPU %d KVM_RUN: %s", vcpu, strerror(errno));
 		}
 		res->exits++;
@@ -300,6 +307,97 @@ void klu_vcpu_run_to_done(struct klu_vm *vm, int vcpu, struct klu_result *res)
 			klu_fail("vCPU %d: OUT to port 0x%x", vcpu, run->io.port);
 		}
 	}
+}
+
+static void klu_hold_signal(int sig)
+{
+}
+
+/*
+ * Take @vcpu (run by @thread in klu_vcpu_run_to_done()) out of KVM_RUN and keep it out
+ * until klu_vcpu_release(), so that its state can be read.  False if it does not leave
+ * within 2 s.
+ */
+bool klu_vcpu_hold(struct klu_vm *vm, int vcpu, pthread_t thread)
+{
+	struct sigaction sa = { .sa_handler = klu_hold_signal };	/* no SA_RESTART */
+	uint64_t start = klu_now_ns();
+
+	sigaction(SIGUSR1, &sa, NULL);
+	KLU_WRITE(vm->hold[vcpu], 1);
+	while (!KLU_READ(vm->held[vcpu])) {
+		if (klu_now_ns() - start > 2000000000ull)
+			return false;
+		pthread_kill(thread, SIGUSR1);
+		usleep(1000);
+	}
+	return true;
+}
+
+void klu_vcpu_release(struct klu_vm *vm, int vcpu)
+{
+	KLU_WRITE(vm->hold[vcpu], 0);
+}
+
+/* The vectors set in one of the LAPIC's 256-bit registers (ISR, TMR, IRR) at @reg. */
+static void klu_dump_vectors(const char *name, const char *regs, unsigned int reg)
+{
+	unsigned int i, v;
+	uint32_t w;
+
+	printf(" %s:", name);
+	for (i = 0; i < 8; i++) {
+		memcpy(&w, regs + reg + i * 16, 4);
+		for (v = 0; v < 32; v++)
+			if (w & (1u << v))
+				printf(" 0x%02x", i * 32 + v);
+	}
+}
+
+static uint32_t klu_apic_reg(const struct kvm_lapic_state *l, unsigned int reg)
+{
+	uint32_t w;
+
+	memcpy(&w, l->regs + reg, 4);
+	return w;
+}
+
+/* What KVM holds of a vCPU's interrupt state, as "#" lines (the vCPU must be held). */
+void klu_vcpu_dump(struct klu_vm *vm, int vcpu)
+{
+	struct {
+		struct kvm_msrs hdr;
+		struct kvm_msr_entry e[2];
+	} msrs = { .hdr.nmsrs = 2, .e = { { .index = 0x10 }, { .index = 0x6e0 } } };
+	int fd = vm->vcpu_fd[vcpu];
+	struct kvm_vcpu_events ev;
+	struct kvm_lapic_state l;
+	struct kvm_mp_state mp;
+	struct kvm_regs regs;
+
+	if (ioctl(fd, KVM_GET_REGS, &regs) == 0)
+		printf("#   vCPU %d: rip 0x%llx rflags 0x%llx\n", vcpu, regs.rip, regs.rflags);
+	if (ioctl(fd, KVM_GET_MP_STATE, &mp) == 0)
+		printf("#   vCPU %d: MP state %u\n", vcpu, mp.mp_state);
+	if (ioctl(fd, KVM_GET_VCPU_EVENTS, &ev) == 0) {
+		printf("#   vCPU %d: interrupt injected %u nr 0x%x shadow %u, ", vcpu,
+		       ev.interrupt.injected, ev.interrupt.nr, ev.interrupt.shadow);
+		printf("NMI pending %u injected %u, exception %u/%u nr %u\n", ev.nmi.pending,
+		       ev.nmi.injected, ev.exception.injected, ev.exception.pending,
+		       ev.exception.nr);
+	}
+	if (ioctl(fd, KVM_GET_MSRS, &msrs) == 2)
+		printf("#   vCPU %d: TSC %llu, TSC deadline MSR %llu\n", vcpu, msrs.e[0].data,
+		       msrs.e[1].data);
+	if (ioctl(fd, KVM_GET_LAPIC, &l) == 0) {
+		printf("#   vCPU %d: LAPIC TPR 0x%x PPR 0x%x SVR 0x%x LVTT 0x%x", vcpu,
+		       klu_apic_reg(&l, 0x80), klu_apic_reg(&l, 0xa0), klu_apic_reg(&l, 0xf0),
+		       klu_apic_reg(&l, 0x320));
+		klu_dump_vectors("ISR", l.regs, 0x100);
+		klu_dump_vectors("IRR", l.regs, 0x200);
+		printf("\n");
+	}
+	fflush(stdout);
 }
 
 void klu_vm_destroy(struct klu_vm *vm)

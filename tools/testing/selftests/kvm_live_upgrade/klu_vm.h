@@ -9,6 +9,7 @@
 #ifndef KLU_VM_H
 #define KLU_VM_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -30,6 +31,9 @@ struct klu_vm {
 	struct kvm_run *run[KLU_MAX_VCPUS];
 	size_t run_size;
 	struct kvm_cpuid2 *cpuid;	/* with KLU_VM_IRQCHIP: what KVM supports */
+	/* klu_vcpu_hold(): the vCPU's thread stays out of KVM_RUN while hold is set. */
+	int hold[KLU_MAX_VCPUS];	/* KLU_READ/KLU_WRITE */
+	int held[KLU_MAX_VCPUS];
 };
 
 /* klu_vm_new() flags */
@@ -60,6 +64,9 @@ bool klu_vm_has_cpuid(struct klu_vm *vm, uint32_t leaf, int reg, int bit);
 struct klu_params *klu_vm_params(struct klu_vm *vm);
 void klu_vcpu_restart(struct klu_vm *vm, int vcpu);
 void klu_vcpu_run_to_done(struct klu_vm *vm, int vcpu, struct klu_result *res);
+bool klu_vcpu_hold(struct klu_vm *vm, int vcpu, pthread_t thread);
+void klu_vcpu_release(struct klu_vm *vm, int vcpu);
+void klu_vcpu_dump(struct klu_vm *vm, int vcpu);
 void klu_vm_destroy(struct klu_vm *vm);
 uint64_t klu_now_ns(void);
 

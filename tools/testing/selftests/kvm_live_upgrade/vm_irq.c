@@ -88,6 +88,10 @@ static void check_vcpus(struct vcpu_run *runs, unsigned int nr)
 	}
 }
 
+/*
+ * The guest's counters, and what KVM holds of each vCPU's interrupt state (LAPIC, TSC
+ * deadline, events, MP state): what a stall is diagnosed from.
+ */
 static void print_counts(struct klu_irq_counts *counts, unsigned int nr)
 {
 	unsigned int v;
@@ -102,6 +106,21 @@ static void print_counts(struct klu_irq_counts *counts, unsigned int nr)
 		       KLU_READ(c->finished));
 		printf("#   deadline armed %llu, TSC at the last interrupt %llu\n",
 		       KLU_READ(c->deadline), KLU_READ(c->tsc));
+	}
+}
+
+static void print_stall(struct klu_vm *vm, struct klu_irq_counts *counts,
+			pthread_t *threads, unsigned int nr)
+{
+	unsigned int v;
+
+	print_counts(counts, nr);
+	for (v = 0; v < nr; v++) {
+		if (klu_vcpu_hold(vm, v, threads[v]))
+			klu_vcpu_dump(vm, v);
+		else
+			printf("#   vCPU %u did not leave KVM_RUN within 2 s\n", v);
+		klu_vcpu_release(vm, v);
 	}
 }
 
@@ -197,7 +216,7 @@ int main(int argc, char **argv)
 			injected++;
 			last_msi = now;
 		} else if (now - last_msi > STALL_NS) {
-			print_counts(counts, nr_vcpus);
+			print_stall(vm, counts, threads, nr_vcpus);
 			klu_fail("irqfd interrupt %u did not reach the guest in 5 s: lost",
 				 injected);
 		}
@@ -206,7 +225,7 @@ int main(int argc, char **argv)
 				ticks[v] = KLU_READ(counts[v].ticks);
 				last_tick[v] = now;
 			} else if (now - last_tick[v] > STALL_NS) {
-				print_counts(counts, nr_vcpus);
+				print_stall(vm, counts, threads, nr_vcpus);
 				klu_fail("vCPU %u: no timer tick for 5 s after tick %u: lost", v,
 					 ticks[v]);
 			}
@@ -216,7 +235,7 @@ int main(int argc, char **argv)
 			ring = r;
 			last_ring = now;
 		} else if (nr_vcpus > 1 && now - last_ring > STALL_NS) {
-			print_counts(counts, nr_vcpus);
+			print_stall(vm, counts, threads, nr_vcpus);
 			klu_fail("the IPI ring made no progress for 5 s after %u IPIs: lost",
 				 ring);
 		}
