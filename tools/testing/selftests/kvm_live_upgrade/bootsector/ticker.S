@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * A 512-byte boot sector for an unmodified VMM: it prints "klu-tick N" (N = 0..39, or
- * up to KLU_TICKS - 1) on COM1, spinning between lines, then writes 0x31 to isa-debug-exit (port 0xf4), which
- * QEMU turns into exit status (0x31 << 1) | 1 = 99.  The host checks every line.
+ * A 512-byte boot sector for an unmodified VMM: it prints "klu-tick N tsc=T" (N = 0..39,
+ * or up to KLU_TICKS - 1; T the guest's TSC as the line began, 16 hex digits) on COM1,
+ * spinning between lines, then writes 0x31 to isa-debug-exit (port 0xf4), which QEMU
+ * turns into exit status (0x31 << 1) | 1 = 99.  The host checks every line, and sees in
+ * the TSCs for how long the guest did not run, whatever delays the printing.
  *
  * Copyright (C) 2026 The kvm-live-upgrade authors.
  */
@@ -24,6 +26,9 @@ _start:
 	movw	$0x7c00, %sp
 	xorw	%si, %si		/* tick counter */
 tick:
+	rdtsc
+	movl	%eax, %edi		/* the TSC, for the end of the line */
+	movl	%edx, %ebp
 	movw	$msg, %bx
 1:	movb	(%bx), %al
 	testb	%al, %al
@@ -41,6 +46,17 @@ tick:
 	movb	%ah, %al
 	addb	$'0', %al
 	call	putc
+	movw	$tsc, %bx
+5:	movb	(%bx), %al
+	testb	%al, %al
+	jz	6f
+	call	putc
+	incw	%bx
+	jmp	5b
+6:	movl	%ebp, %eax
+	call	puthex
+	movl	%edi, %eax
+	call	puthex
 	movb	$'\n', %al
 	call	putc
 	movl	$KLU_SPIN, %ecx		/* spin, so the run spans some time */
@@ -66,7 +82,22 @@ putc:					/* al -> COM1, waiting for THR empty */
 	popw	%dx
 	ret
 
+puthex:					/* eax -> COM1, 8 hex digits */
+	movw	$8, %cx
+7:	roll	$4, %eax
+	pushl	%eax
+	andb	$0xf, %al
+	addb	$'0', %al
+	cmpb	$'9', %al
+	jbe	8f
+	addb	$('a' - '9' - 1), %al
+8:	call	putc
+	popl	%eax
+	loop	7b
+	ret
+
 msg:	.asciz	"klu-tick "
+tsc:	.asciz	" tsc="
 
 	.org	510
 	.byte	0x55, 0xaa
