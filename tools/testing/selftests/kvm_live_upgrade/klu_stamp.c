@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * klu_stamp OUT CMD [ARG...]: run CMD with its standard output going through a pipe, and
- * write each line it prints to OUT, prefixed with the CLOCK_MONOTONIC time in
- * microseconds at which the line arrived.  Exits with CMD's exit status (128 + signal
+ * write each line it prints to OUT (- for standard output), prefixed with the
+ * CLOCK_MONOTONIC time in microseconds at which the line arrived.  Exits with CMD's exit status (128 + signal
  * if it was killed).  The move suite uses it to time the output of a guest that the
  * unmodified QEMU runs, so the gaps in that output can be compared with the blackout.
  *
@@ -35,7 +35,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: %s OUT CMD [ARG...]\n", argv[0]);
 		return 2;
 	}
-	out = fopen(argv[1], "w");
+	out = strcmp(argv[1], "-") ? fopen(argv[1], "w") : stdout;
 	if (!out || pipe(fds)) {
 		fprintf(stderr, "klu_stamp: %s: %s\n", argv[1], strerror(errno));
 		return 2;
