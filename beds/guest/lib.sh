@@ -55,7 +55,11 @@ klu_modload() {
 	name=$1 dir=$2
 	shift 2
 	for dep in "$@"; do klu_modload "$dep" || return 1; done
-	insmod "/lib/modules/$dir/$name.ko"
+	insmod "/lib/modules/$dir/$name.ko" || return 1
+	# where it loaded, for the host to name the code a wedged bed is in (beds/run)
+	case $name in
+	kvm*) echo "klu-module $(grep "^$name " /proc/modules | cut -d' ' -f1,6)" > /dev/console ;;
+	esac
 }
 
 # klu_load stock | klu_load core TAG: load a KVM module set, the stock one from the
