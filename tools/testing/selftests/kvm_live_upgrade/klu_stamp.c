@@ -2,9 +2,9 @@
 /*
  * klu_stamp OUT CMD [ARG...]: run CMD with its standard output going through a pipe, and
  * write each line it prints to OUT (- for standard output), prefixed with the
- * CLOCK_MONOTONIC time in microseconds at which the line arrived.  Exits with CMD's exit status (128 + signal
- * if it was killed).  The move suite uses it to time the output of a guest that the
- * unmodified QEMU runs, so the gaps in that output can be compared with the blackout.
+ * CLOCK_MONOTONIC time in microseconds at which the line arrived.  Exits with CMD's exit
+ * status (128 + signal if it was killed).  The vmmove suite uses it to time the output of
+ * a guest that the unmodified QEMU runs, and the start of each move.
  *
  * Copyright (C) 2026 The kvm-live-upgrade authors.
  */
