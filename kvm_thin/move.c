@@ -91,6 +91,7 @@ struct klu_move {
 	struct list_head graves;	/* core files to close once the vCPUs run again */
 	u32 *msrs;			/* the MSR indices to move */
 	u32 nr_msrs;
+	unsigned int xsave_set;		/* the set ioctl of the vCPU's FPU image, staged */
 	u64 t0, t_quiet, t_rebuilt, t_state;
 };
 
@@ -275,15 +276,22 @@ static int klu_rebuild(struct klu_move *mv)
 
 /* ---- state --------------------------------------------------------------------- */
 
-/* GET with @get on @from into scratch, then SET with @set on @to from it. */
+/* GET with @get on @from into @buf, then SET with @set on @to from it. */
+static int klu_xfer_at(struct klu_move *mv, struct file *from, struct file *to,
+		       unsigned int get, unsigned int set, const char *what, void __user *buf)
+{
+	long r = klu_ioc_ptr(from, get, buf);
+
+	if (r >= 0)
+		r = klu_ioc_ptr(to, set, buf);
+	return r < 0 ? klu_fail(mv, r, "%s: %ld", what, r) : 0;
+}
+
+/* The same through scratch. */
 static int klu_xfer(struct klu_move *mv, struct file *from, struct file *to,
 		    unsigned int get, unsigned int set, const char *what)
 {
-	long r = klu_ioc_ptr(from, get, mv->scratch);
-
-	if (r >= 0)
-		r = klu_ioc_ptr(to, set, mv->scratch);
-	return r < 0 ? klu_fail(mv, r, "%s: %ld", what, r) : 0;
+	return klu_xfer_at(mv, from, to, get, set, what, mv->scratch);
 }
 
 static int klu_xfer_cpuid(struct klu_move *mv, struct file *from, struct file *to)
@@ -328,18 +336,61 @@ static int klu_xfer_tsc(struct klu_move *mv, struct file *from, struct file *to)
 			"TSC offset");
 }
 
+/*
+ * The FPU image is staged past the argument area of scratch (KLU_XSAVE_AREA), where it
+ * stays for the rest of the vCPU's transfer: see klu_xfer_mp_state().
+ */
+#define KLU_XSAVE_AREA(mv)	((mv)->scratch + KLU_SCRATCH_ARG)
+#define KLU_XSAVE_MAX		(KLU_SCRATCH_SIZE - KLU_SCRATCH_ARG)
+
 /* XSAVE as large as this host's (KVM_CAP_XSAVE2), else the legacy FPU state. */
 static int klu_xfer_xsave(struct klu_move *mv, struct file *from, struct file *to)
 {
 	long size = klu_cap(mv, KVM_CAP_XSAVE2);
+	unsigned int get = KVM_GET_FPU, set = KVM_SET_FPU;
+	int r;
 
-	if (size > KLU_SCRATCH_ARG)
+	mv->xsave_set = 0;
+	if (size > KLU_XSAVE_MAX)
 		return klu_fail(mv, -E2BIG, "XSAVE state of %ld bytes", size);
-	if (size > 0)
-		return klu_xfer(mv, from, to, KVM_GET_XSAVE2, KVM_SET_XSAVE, "XSAVE");
-	if (klu_cap(mv, KVM_CAP_XSAVE) > 0)
-		return klu_xfer(mv, from, to, KVM_GET_XSAVE, KVM_SET_XSAVE, "XSAVE");
-	return klu_xfer(mv, from, to, KVM_GET_FPU, KVM_SET_FPU, "FPU");
+	if (size > 0) {
+		get = KVM_GET_XSAVE2;
+		set = KVM_SET_XSAVE;
+	} else if (klu_cap(mv, KVM_CAP_XSAVE) > 0) {
+		get = KVM_GET_XSAVE;
+		set = KVM_SET_XSAVE;
+	}
+	r = klu_xfer_at(mv, from, to, get, set, "FPU/XSAVE", KLU_XSAVE_AREA(mv));
+	if (!r)
+		mv->xsave_set = set;
+	return r;
+}
+
+/*
+ * The MP state.  On a host whose KVM supports MPX, KVM_GET_MP_STATE loads the guest's
+ * FPU into the calling thread and saves it back, and this thread is a kernel thread,
+ * whose FPU registers the kernel does not save when an interrupt uses the FPU
+ * (kernel_fpu_begin() skips PF_KTHREAD): the interrupt's values would land in the old
+ * vCPU's FPU state.  The new vCPU has its image already; the old one gets it back, in
+ * case the move fails and the old vCPU runs on.  Unless the call processed an INIT,
+ * which changes the FPU state (MPX) on purpose, and which the new vCPU repeats: the
+ * events carried it as a latched INIT.
+ */
+static int klu_xfer_mp_state(struct klu_move *mv, struct file *from, struct file *to)
+{
+	struct kvm_mp_state __user *ump = mv->scratch;
+	u32 state;
+	long r;
+
+	r = klu_xfer(mv, from, to, KVM_GET_MP_STATE, KVM_SET_MP_STATE, "MP state");
+	if (r || !mv->xsave_set)
+		return r;
+	if (get_user(state, &ump->mp_state))
+		return -EFAULT;
+	if (state == KVM_MP_STATE_INIT_RECEIVED)
+		return 0;
+	r = klu_ioc_ptr(from, mv->xsave_set, KLU_XSAVE_AREA(mv));
+	return r < 0 ? klu_fail(mv, r, "putting back the old vCPU's FPU state: %ld", r) : 0;
 }
 
 /* The MSR indices the old core lists for save/restore, and its feature MSRs, but the TSC. */
@@ -530,7 +581,7 @@ static int klu_xfer_vcpu(struct klu_move *mv, struct file *from, struct file *to
 	if (!r)
 		r = klu_xfer(mv, from, to, KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS, "events");
 	if (!r)
-		r = klu_xfer(mv, from, to, KVM_GET_MP_STATE, KVM_SET_MP_STATE, "MP state");
+		r = klu_xfer_mp_state(mv, from, to);
 	if (!r)
 		r = klu_xfer(mv, from, to, KVM_GET_DEBUGREGS, KVM_SET_DEBUGREGS,
 			     "debug registers");
