@@ -88,10 +88,6 @@ static void check_vcpus(struct vcpu_run *runs, unsigned int nr)
 	}
 }
 
-/*
- * The guest's counters, and what KVM holds of each vCPU's interrupt state (LAPIC, TSC
- * deadline, events, MP state): what a stall is diagnosed from.
- */
 static void print_counts(struct klu_irq_counts *counts, unsigned int nr)
 {
 	unsigned int v;
@@ -109,6 +105,10 @@ static void print_counts(struct klu_irq_counts *counts, unsigned int nr)
 	}
 }
 
+/*
+ * The guest's counters, and what KVM holds of each vCPU's interrupt state (LAPIC, TSC
+ * deadline, events, MP state): what a stall is diagnosed from.
+ */
 static void print_stall(struct klu_vm *vm, struct klu_irq_counts *counts,
 			pthread_t *threads, unsigned int nr)
 {
