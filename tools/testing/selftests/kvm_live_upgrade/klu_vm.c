@@ -158,6 +158,8 @@ struct klu_vm *klu_vm_new(size_t mem_size, int nr_vcpus, unsigned int flags)
 	if (vm->kvm_fd < 0)
 		klu_skip("/dev/kvm: %s (no KVM module loaded, or no VMX/SVM)", strerror(errno));
 	ver = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
+	if (ver < 0 && errno == ENODEV)	/* kvm_thin's /dev/kvm, no core behind it */
+		klu_skip("/dev/kvm: %s (kvm_thin is loaded but no KVM core is)", strerror(errno));
 	if (ver != KVM_API_VERSION)
 		klu_fail("KVM_GET_API_VERSION returned %d, want %d", ver, KVM_API_VERSION);
 	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
