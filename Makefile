@@ -24,7 +24,7 @@ CORE_TREE = $(BUILD)/$(CORE_TAG)/src
 CORE_KDIR = $(CORE_TREE)/arch/x86/kvm
 CORE_MODS = kvm_core_$(CORE_TAG).ko kvm_intel_core_$(CORE_TAG).ko kvm_amd_core_$(CORE_TAG).ko
 
-.PHONY: all thin cores testmods deps demo check clean distclean selftests
+.PHONY: all thin cores testmods deps demo check clean distclean selftests dkms core-install deb
 
 all: cores
 
@@ -56,6 +56,26 @@ cores: thin
 		$(addprefix $(CORE_KDIR)/,$(CORE_MODS))
 	@cd $(CORE_KDIR) && cp $(CORE_MODS) $(BUILD)/modules/
 	@echo "  CORES   $(addprefix $(BUILD)/modules/,$(CORE_MODS))"
+
+# DKMS (debian/kvm-live-upgrade-dkms.dkms): kvm_thin and the boot core pair, for KREL.
+dkms:
+	$(MAKE) -C $(TOP) KREL=$(KREL) CORE_TAG=boot cores
+
+# kvm-upgrade build: a core pair, installed for KREL under INSTALL_MOD_DIR, depmod run.
+INSTALL_MOD_DIR ?= updates/kvm-live-upgrade
+core-install: cores
+	install -d $(DESTDIR)/lib/modules/$(KREL)/$(INSTALL_MOD_DIR)
+	install -m 0644 $(addprefix $(BUILD)/modules/,$(CORE_MODS)) \
+		$(DESTDIR)/lib/modules/$(KREL)/$(INSTALL_MOD_DIR)/
+	test -n "$(DESTDIR)" || depmod -a $(KREL)
+
+# The Debian package kvm-live-upgrade-dkms, built from a copy of the tracked files.
+DEB_VERSION = $(shell dpkg-parsechangelog -l $(TOP)/debian/changelog -SVersion)
+deb:
+	rm -rf $(BUILD)/deb && mkdir -p $(BUILD)/deb/kvm-live-upgrade-$(DEB_VERSION)
+	cd $(TOP) && git ls-files -z | xargs -0 cp -a --parents -t $(BUILD)/deb/kvm-live-upgrade-$(DEB_VERSION)
+	cd $(BUILD)/deb/kvm-live-upgrade-$(DEB_VERSION) && dpkg-buildpackage -b -us -uc -tc
+	@echo "  DEB     $$(ls $(BUILD)/deb/*.deb)"
 
 demo:
 	@$(TOP)/scripts/deps
