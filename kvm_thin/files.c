@@ -125,17 +125,29 @@ long klu_dev_vm_created(struct klu_core *core, unsigned long type, long r)
 	return r;
 }
 
+/*
+ * A KVM_CREATE_DEVICE the core accepted: a probe (KVM_CREATE_DEVICE_TEST) creates
+ * nothing, so it is neither wrapped nor journalled.  Its flags are read once, here,
+ * after the call, and both decisions follow that one read: a VMM that changes them
+ * while the call runs gets a device file of the core (not ours), in a VM that a move
+ * would take without its device; that harms only its own VM.
+ */
+static bool klu_device_probe(unsigned long arg)
+{
+	struct kvm_create_device __user *ucd = (void __user *)arg;
+	u32 flags;
+
+	return !get_user(flags, &ucd->flags) && (flags & KVM_CREATE_DEVICE_TEST);
+}
+
 /* KVM_CREATE_DEVICE returned its fd inside the argument: wrap it there. */
 static long klu_file_wrap_device(struct klu_vm *vm, unsigned long arg)
 {
 	struct kvm_create_device __user *ucd = (void __user *)arg;
-	u32 flags;
 	int fd, r;
 
-	if (get_user(flags, &ucd->flags) || get_user(fd, &ucd->fd))
+	if (get_user(fd, &ucd->fd))
 		return -EFAULT;
-	if (flags & KVM_CREATE_DEVICE_TEST)
-		return 0;
 	r = klu_file_wrap(vm, fd, KLU_FILE_DEVICE, 0);
 	if (r < 0)
 		return r;
@@ -260,6 +272,7 @@ static long klu_file_call(struct file *filp, unsigned int ioctl, unsigned long a
 	struct klu_file *kf = filp->private_data;
 	struct klu_vm *vm = kf->vm;
 	struct file *core = NULL;
+	bool probe;
 	long r;
 
 	if (kf->kind == KLU_FILE_VCPU && ioctl == KVM_RUN)
@@ -275,12 +288,14 @@ static long klu_file_call(struct file *filp, unsigned int ioctl, unsigned long a
 	r = klu_core_ioctl(core ?: kf->core, ioctl, arg, compat);
 	if (core)
 		fput(core);
-	if (r >= 0)
+	probe = kf->kind == KLU_FILE_VM && ioctl == KVM_CREATE_DEVICE && r >= 0 &&
+		klu_device_probe(arg);
+	if (r >= 0 && !probe)
 		klu_journal_note(kf, ioctl, arg);
 	if (kf->kind == KLU_FILE_VM) {
 		if (ioctl == KVM_CREATE_VCPU && r >= 0)
 			r = klu_file_wrap(vm, r, KLU_FILE_VCPU, arg);
-		else if (ioctl == KVM_CREATE_DEVICE && r >= 0)
+		else if (ioctl == KVM_CREATE_DEVICE && r >= 0 && !probe)
 			r = klu_file_wrap_device(vm, arg);
 	}
 	up_read(&vm->lock);
