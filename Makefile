@@ -69,11 +69,13 @@ core-install: cores
 		$(DESTDIR)/lib/modules/$(KREL)/$(INSTALL_MOD_DIR)/
 	test -n "$(DESTDIR)" || depmod -a $(KREL)
 
-# The Debian package kvm-live-upgrade-dkms, built from a copy of the tracked files.
+# The Debian package kvm-live-upgrade-dkms, built from a copy of the tracked files (or,
+# outside a git checkout, of every file but the build directory).
 DEB_VERSION = $(shell dpkg-parsechangelog -l $(TOP)/debian/changelog -SVersion)
+DEB_FILES = { git ls-files -z 2>/dev/null || find . -path ./build -prune -o -type f -print0; }
 deb:
 	rm -rf $(BUILD)/deb && mkdir -p $(BUILD)/deb/kvm-live-upgrade-$(DEB_VERSION)
-	cd $(TOP) && git ls-files -z | xargs -0 cp -a --parents -t $(BUILD)/deb/kvm-live-upgrade-$(DEB_VERSION)
+	cd $(TOP) && $(DEB_FILES) | xargs -0 cp -a --parents -t $(BUILD)/deb/kvm-live-upgrade-$(DEB_VERSION)
 	cd $(BUILD)/deb/kvm-live-upgrade-$(DEB_VERSION) && dpkg-buildpackage -b -us -uc -tc
 	@echo "  DEB     $$(ls $(BUILD)/deb/*.deb)"
 
