@@ -34,8 +34,14 @@
 #define KLU_READ(x)		__atomic_load_n(&(x), __ATOMIC_ACQUIRE)
 #define KLU_WRITE(x, val)	__atomic_store_n(&(x), (val), __ATOMIC_RELEASE)
 
-/* KLU_MODE_IRQ's vectors. */
-#define KLU_VEC_TIMER		0x40	/* TSC-deadline LAPIC timer, every vCPU */
+/*
+ * KLU_MODE_IRQ's vectors.  The timer's is of a higher priority class than the other
+ * two: the ring IPI and the MSIs can keep one of theirs pending at every EOI (a ring of
+ * two passes the IPI back before the handler's EOI), and the LAPIC delivers the
+ * highest pending vector first, so a timer vector below theirs waited in the IRR for
+ * as long as that lasted: a tick held up, which the test took for a lost one.
+ */
+#define KLU_VEC_TIMER		0x50	/* TSC-deadline LAPIC timer, every vCPU */
 #define KLU_VEC_IPI		0x41	/* the IPI ring: vCPU n sends to n + 1 */
 #define KLU_VEC_MSI		0x42	/* what the host signals through an irqfd, vCPU 0 */
 #define KLU_VEC_SPURIOUS	0xff

@@ -31,9 +31,9 @@ klu_isr_\vector:
 	iretl
 	.endm
 
-	KLU_ISR	0x40
 	KLU_ISR	0x41
 	KLU_ISR	0x42
+	KLU_ISR	0x50
 	KLU_ISR	0xff
 	.globl	klu_isr_other
 klu_isr_other:

@@ -71,7 +71,7 @@ static const unsigned long long gdt[3] = {
 
 static struct gate idt[256];
 
-extern char klu_isr_0x40[], klu_isr_0x41[], klu_isr_0x42[], klu_isr_0xff[];
+extern char klu_isr_0x50[], klu_isr_0x41[], klu_isr_0x42[], klu_isr_0xff[];
 extern char klu_isr_other[], klu_isr_fault[];
 
 /* Per vCPU: the armed deadline (0: none), and the tick after which the timer stops. */
@@ -206,7 +206,7 @@ static void irq_main(unsigned int me)
 			set_gate(v, klu_isr_fault);
 		for (v = 32; v < 256; v++)
 			set_gate(v, klu_isr_other);
-		set_gate(KLU_VEC_TIMER, klu_isr_0x40);
+		set_gate(KLU_VEC_TIMER, klu_isr_0x50);
 		set_gate(KLU_VEC_IPI, klu_isr_0x41);
 		set_gate(KLU_VEC_MSI, klu_isr_0x42);
 		set_gate(KLU_VEC_SPURIOUS, klu_isr_0xff);
