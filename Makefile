@@ -28,11 +28,13 @@ CORE_MODS = kvm_core_$(CORE_TAG).ko kvm_intel_core_$(CORE_TAG).ko kvm_amd_core_$
 
 all: cores
 
-# Our own modules (kvm_thin); the cores link against its Module.symvers.
+# Our own modules: kvm_thin, which the cores link against (its Module.symvers), and
+# iommu_keepalive + vfio_keepalive.
+OWN_MODS = kvm_thin/kvm_thin.ko iommu_keepalive/iommu_keepalive.ko vfio_keepalive/vfio_keepalive.ko
 thin:
 	$(MAKE) -C $(KDIR) M=$(TOP) -j$(JOBS) modules
 	@mkdir -p $(BUILD)/modules
-	@cp kvm_thin/kvm_thin.ko $(BUILD)/modules/
+	@cp $(OWN_MODS) $(BUILD)/modules/
 
 # Modules the selftests load to check kvm_thin's refusals.
 TESTMODS := $(TOP)/tools/testing/selftests/kvm_live_upgrade/modules
