@@ -122,6 +122,11 @@ static void vka_irq_drop(struct vka_irq *irq)
 {
 	if (!irq->file)
 		return;
+	/* an old owner that kept its device file may change vectors while ownerless */
+	if (irq->wqh) {
+		remove_wait_queue(irq->wqh, &irq->wait);
+		irq->wqh = NULL;
+	}
 	eventfd_ctx_put(irq->ctx);
 	fput(irq->file);
 	irq->file = NULL;

@@ -142,7 +142,8 @@ struct klu_vm *klu_vm_create(size_t mem_size, int nr_vcpus)
 	return klu_vm_new(mem_size, nr_vcpus, 0);
 }
 
-struct klu_vm *klu_vm_new(size_t mem_size, int nr_vcpus, unsigned int flags)
+/* @mem NULL: anonymous memory of its own; else the caller's, @mem_size page-aligned. */
+static struct klu_vm *vm_new(void *mem, size_t mem_size, int nr_vcpus, unsigned int flags)
 {
 	size_t image = klu_guest_image_end - klu_guest_image;
 	struct kvm_userspace_memory_region region;
@@ -180,15 +181,21 @@ struct klu_vm *klu_vm_new(size_t mem_size, int nr_vcpus, unsigned int flags)
 					vm->cpuid->entries[i].ecx |= 1u << 24;
 	}
 
-	mem_size = (mem_size + 0xfffff) & ~(size_t)0xfffff;
+	if (mem) {
+		vm->mem = mem;
+		vm->caller_mem = true;
+	} else {
+		mem_size = (mem_size + 0xfffff) & ~(size_t)0xfffff;
+		vm->mem = mmap(NULL, mem_size, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (vm->mem == MAP_FAILED)
+			klu_fail("mmap guest memory (%zu bytes): %s", mem_size, strerror(errno));
+	}
 	vm->mem_size = mem_size;
-	vm->mem = mmap(NULL, mem_size, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (vm->mem == MAP_FAILED)
-		klu_fail("mmap guest memory (%zu bytes): %s", mem_size, strerror(errno));
 	if (image > KLU_STACK_TOP - 8 * KLU_STACK_SIZE - KLU_CODE_GPA)
 		klu_fail("guest image too large (%zu bytes)", image);
-	memcpy(vm->mem + KLU_CODE_GPA, klu_guest_image, image);
+	if (!(flags & KLU_VM_KEEP_MEM))
+		memcpy(vm->mem + KLU_CODE_GPA, klu_guest_image, image);
 
 	region = (struct kvm_userspace_memory_region) {
 		.slot = 0,
@@ -223,6 +230,29 @@ struct klu_vm *klu_vm_new(size_t mem_size, int nr_vcpus, unsigned int flags)
 		}
 	}
 	return vm;
+}
+
+struct klu_vm *klu_vm_new(size_t mem_size, int nr_vcpus, unsigned int flags)
+{
+	if (flags & KLU_VM_KEEP_MEM)
+		klu_fail("KLU_VM_KEEP_MEM needs the caller's memory: klu_vm_new_mem()");
+	return vm_new(NULL, mem_size, nr_vcpus, flags);
+}
+
+/*
+ * A VM over memory the caller mapped (a shared memfd mapping, say), page-aligned and at
+ * least KLU_STACK_TOP bytes; klu_vm_destroy() leaves it mapped.  The guest image is
+ * loaded into it, unless KLU_VM_KEEP_MEM says it holds a guest already, whose vCPU
+ * state the caller then restores over the fresh vCPUs' (set up as klu_vm_new() does).
+ */
+struct klu_vm *klu_vm_new_mem(void *mem, size_t mem_size, int nr_vcpus, unsigned int flags)
+{
+	size_t page = sysconf(_SC_PAGESIZE);
+
+	if (!mem || (uintptr_t)mem % page || mem_size % page || mem_size < KLU_STACK_TOP)
+		klu_fail("%s: memory %p of %zu bytes is not page-aligned or too small", __func__,
+			 mem, mem_size);
+	return vm_new(mem, mem_size, nr_vcpus, flags);
 }
 
 struct klu_params *klu_vm_params(struct klu_vm *vm)
@@ -411,7 +441,8 @@ void klu_vm_destroy(struct klu_vm *vm)
 		close(vm->vcpu_fd[i]);
 	}
 	close(vm->vm_fd);
-	munmap(vm->mem, vm->mem_size);
+	if (!vm->caller_mem)
+		munmap(vm->mem, vm->mem_size);
 	close(vm->kvm_fd);
 	free(vm->cpuid);
 	free(vm);

@@ -34,10 +34,13 @@ struct klu_vm {
 	/* klu_vcpu_hold(): the vCPU's thread stays out of KVM_RUN while hold is set. */
 	int hold[KLU_MAX_VCPUS];	/* KLU_READ/KLU_WRITE */
 	int held[KLU_MAX_VCPUS];
+	bool caller_mem;		/* klu_vm_new_mem(): @mem is the caller's to unmap */
 };
 
 /* klu_vm_new() flags */
 #define KLU_VM_IRQCHIP	1	/* in-kernel LAPIC/IOAPIC/PIC, KVM's CPUID, all vCPUs run */
+/* klu_vm_new_mem() only: the memory holds a guest already, load no image into it */
+#define KLU_VM_KEEP_MEM	2
 
 /* What one vCPU reported until it wrote KLU_PORT_DONE. */
 struct klu_result {
@@ -60,6 +63,7 @@ void klu_skip(const char *fmt, ...) __noreturn __printf(1, 2);
 
 struct klu_vm *klu_vm_create(size_t mem_size, int nr_vcpus);
 struct klu_vm *klu_vm_new(size_t mem_size, int nr_vcpus, unsigned int flags);
+struct klu_vm *klu_vm_new_mem(void *mem, size_t mem_size, int nr_vcpus, unsigned int flags);
 bool klu_vm_has_cpuid(struct klu_vm *vm, uint32_t leaf, int reg, int bit);
 struct klu_params *klu_vm_params(struct klu_vm *vm);
 void klu_vcpu_restart(struct klu_vm *vm, int vcpu);

@@ -13,7 +13,7 @@
  *                    interrupts pending on the eventfd.  B re-owns the DMA mapping with
  *                    VFIO_DMA_{UN,}MAP_FLAG_VADDR, runs DMA and an MSI both ways, disarms
  *                    and closes; the device is then released the stock way.
- *   wrongtoken       RECLAIM error paths (EBUSY, EACCES, ENOENT, ENOSPC), a token of
+ *   wrongtoken       RECLAIM error paths (EBUSY, EACCES, EPERM, ENOENT, ENOSPC), a token of
  *                    zeros at ARM (EINVAL), and RECLAIM with VFIO_KEEPALIVE_RECLAIM_DISARM.
  *   notoken          An owner that never armed dies: the device is closed as usual.
  *   timeout          Nobody reclaims within the ARM timeout: the device is released.
@@ -44,6 +44,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <grp.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -1712,6 +1713,33 @@ static int test_handover(const char *mode)
 
 /* ---- wrongtoken ---- */
 
+/*
+ * The right token is not enough: a process with neither CAP_SYS_ADMIN nor access to
+ * the device's /dev/vfio/<group> (root's, 0600 here) gets EPERM.
+ */
+static void unprivileged_reclaim(const uint8_t *token)
+{
+	pid_t pid = fork();
+	int st;
+
+	if (pid < 0) {
+		expect(false, "fork for the unprivileged RECLAIM: %s", strerror(errno));
+		return;
+	}
+	if (!pid) {
+		failures = 0;
+		if (setgroups(0, NULL) || setgid(65534) || setuid(65534)) {
+			expect(false, "dropping to uid/gid 65534: %s", strerror(errno));
+			_exit(KSFT_FAIL);
+		}
+		expect_reclaim_fails(bdf, token, EPERM,
+				     "RECLAIM with the right token by uid 65534, without CAP_SYS_ADMIN");
+		_exit(failures ? KSFT_FAIL : KSFT_PASS);
+	}
+	st = wait_child(pid, CHILD_WAIT_MS);
+	expect_exit0(st, "the unprivileged reclaimer");
+}
+
 static void wrongtoken_reclaimer(const struct owner_msg *m)
 {
 	uint8_t wrong[VFIO_KEEPALIVE_TOKEN_SIZE];
@@ -1724,6 +1752,7 @@ static void wrongtoken_reclaimer(const struct owner_msg *m)
 	expect_reclaim_fails(bdf, wrong, EACCES, "RECLAIM with a wrong token (last bit flipped)");
 	expect_reclaim_fails("0000:ff:1f.7", m->token, ENOENT,
 			     "RECLAIM naming a device that is not armed (0000:ff:1f.7)");
+	unprivileged_reclaim(m->token);
 	ret = do_reclaim(bdf, m->token, 0, 0, &o);
 	if (!ret) {
 		expect(false, "RECLAIM with no room: expected -1/ENOSPC, saw success");
