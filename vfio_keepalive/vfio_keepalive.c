@@ -242,7 +242,7 @@ static long vka_set_irqs(struct vka_device *vka, unsigned long arg)
 	if (ret || !(hdr.flags & VFIO_IRQ_SET_ACTION_TRIGGER))
 		goto out;
 	if (hdr.index != VFIO_PCI_MSI_IRQ_INDEX && hdr.index != VFIO_PCI_MSIX_IRQ_INDEX) {
-		/* INTx triggered: vfio-pci-core disabled MSI/MSI-X on the way */
+		/* INTx on (vfio-pci-core allows it only with no MSI/MSI-X): nothing to keep */
 		if (hdr.index == VFIO_PCI_INTX_IRQ_INDEX && vka->core.irq_type == hdr.index)
 			vka_irqs_drop(vka);
 		goto out;

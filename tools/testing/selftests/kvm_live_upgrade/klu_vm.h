@@ -73,5 +73,7 @@ void klu_vcpu_release(struct klu_vm *vm, int vcpu);
 void klu_vcpu_dump(struct klu_vm *vm, int vcpu);
 void klu_vm_destroy(struct klu_vm *vm);
 uint64_t klu_now_ns(void);
+/* The first line of @path into @buf, its newline dropped; false if it cannot be read. */
+bool klu_read_line(const char *path, char *buf, size_t size);
 
 #endif

@@ -208,20 +208,6 @@ static unsigned long long ms(uint64_t ns)
 
 /* ---- sysfs and /proc ---------------------------------------------------------------- */
 
-static bool read_line(const char *path, char *buf, size_t size)
-{
-	FILE *f = fopen(path, "r");
-	bool ok;
-
-	if (!f)
-		return false;
-	ok = fgets(buf, size, f);
-	fclose(f);
-	if (ok)
-		buf[strcspn(buf, "\n")] = 0;
-	return ok;
-}
-
 static int write_str(const char *path, const char *s)
 {
 	int fd = open(path, O_WRONLY | O_CLOEXEC), err = 0;
@@ -263,10 +249,10 @@ static void find_edu(const char *want)
 		    (want && strcmp(want, d->d_name)))
 			continue;
 		snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/vendor", d->d_name);
-		if (!read_line(path, vendor, sizeof(vendor)) || strcmp(vendor, "0x1234"))
+		if (!klu_read_line(path, vendor, sizeof(vendor)) || strcmp(vendor, "0x1234"))
 			continue;
 		snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/device", d->d_name);
-		if (!read_line(path, device, sizeof(device)) || strcmp(device, "0x11e8"))
+		if (!klu_read_line(path, device, sizeof(device)) || strcmp(device, "0x11e8"))
 			continue;
 		memcpy(edu.pci, d->d_name, strlen(d->d_name) + 1);
 		break;

@@ -26,27 +26,12 @@
 
 #define THIN	"/sys/kernel/kvm_thin"
 
-/* The first line of @path into @buf (its newline dropped); false if it cannot be read. */
-static bool read_line(const char *path, char *buf, size_t size)
-{
-	FILE *f = fopen(path, "r");
-	bool ok;
-
-	if (!f)
-		return false;
-	ok = fgets(buf, size, f);
-	fclose(f);
-	if (ok)
-		buf[strcspn(buf, "\n")] = 0;
-	return ok;
-}
-
 static void vm_file(int id, const char *name, char *buf, size_t size)
 {
 	char path[128];
 
 	snprintf(path, sizeof(path), THIN "/vms/%d/%s", id, name);
-	if (!read_line(path, buf, size))
+	if (!klu_read_line(path, buf, size))
 		klu_fail("cannot read %s: %s", path, strerror(errno));
 }
 
@@ -105,7 +90,7 @@ int main(void)
 	dir = opendir(THIN "/vms");
 	while (dir && (d = readdir(dir))) {
 		snprintf(path, sizeof(path), THIN "/vms/%s/pid", d->d_name);
-		if (d->d_name[0] != '.' && read_line(path, buf, sizeof(buf)) &&
+		if (d->d_name[0] != '.' && klu_read_line(path, buf, sizeof(buf)) &&
 		    atoi(buf) == getpid())
 			id = atoi(d->d_name);
 	}

@@ -18,7 +18,7 @@ for d in /sys/bus/pci/devices/*; do
 		edu=$(basename "$d")
 	fi
 done
-[ -n "$edu" ] || { echo "# SKIP: no QEMU edu device (1234:11e8) on this machine"; exit $ksft_skip; }
+[ -n "$edu" ] || { echo "# SKIP: no edu device (1234:11e8): QEMU -device edu"; exit $ksft_skip; }
 [ -e "/sys/bus/pci/devices/$edu/iommu_group" ] ||
 	{ echo "# SKIP: $edu has no IOMMU group (no IOMMU, or it is off)"; exit $ksft_skip; }
 for m in vfio_iommu_type1 vfio_pci vfio_keepalive; do
