@@ -644,6 +644,7 @@ static int vka_reclaim_out(struct vka_device *vka, struct vfio_keepalive_reclaim
 	return 0;
 }
 
+/* Anyone may open /dev/vfio-keepalive: what RECLAIM logs is rate-limited. */
 static long vka_reclaim(void __user *uarg)
 {
 	size_t minsz = offsetofend(struct vfio_keepalive_reclaim, ownerless_ns);
@@ -658,8 +659,8 @@ static long vka_reclaim(void __user *uarg)
 	if (copy_from_user(&r, uarg, minsz))
 		return -EFAULT;
 	if (r.argsz < minsz || (r.flags & ~VFIO_KEEPALIVE_RECLAIM_DISARM) || r.pad) {
-		pr_info("RECLAIM: argsz %u (needs %zu) or flags %#x not valid\n", r.argsz, minsz,
-			r.flags);
+		pr_info_ratelimited("RECLAIM: argsz %u (needs %zu) or flags %#x not valid\n",
+				    r.argsz, minsz, r.flags);
 		return -EINVAL;
 	}
 	r.device[sizeof(r.device) - 1] = 0;
@@ -671,8 +672,8 @@ static long vka_reclaim(void __user *uarg)
 	vka = vka_find(r.device);
 	if (!vka) {
 		mutex_unlock(&vka_devices_lock);
-		pr_info("RECLAIM by pid %d: no device %s is bound to vfio-keepalive\n",
-			task_tgid_nr(current), r.device);
+		pr_info_ratelimited("RECLAIM by pid %d: no device %s is bound to vfio-keepalive\n",
+				    task_tgid_nr(current), r.device);
 		kfree(f);
 		return -ENOENT;
 	}
@@ -680,8 +681,8 @@ static long vka_reclaim(void __user *uarg)
 	keep = vka->keep;
 	ret = -ENOENT;
 	if (!keep) {
-		pr_info("%s: RECLAIM by pid %d: the device is not kept\n", vka_name(vka),
-			task_tgid_nr(current));
+		pr_info_ratelimited("%s: RECLAIM by pid %d: the device is not kept\n",
+				    vka_name(vka), task_tgid_nr(current));
 		goto out;
 	}
 	ret = -EPERM;
@@ -698,8 +699,8 @@ static long vka_reclaim(void __user *uarg)
 	}
 	ret = -EBUSY;
 	if (keep->state != VKA_OWNERLESS) {
-		pr_info("%s: RECLAIM by pid %d: the device still has its owner (pid %d)\n",
-			vka_name(vka), task_tgid_nr(current), keep->owner_pid);
+		pr_info_ratelimited("%s: RECLAIM by pid %d: the device still has its owner (pid %d)\n",
+				    vka_name(vka), task_tgid_nr(current), keep->owner_pid);
 		goto out;
 	}
 	/* counts stop here: what arrives from now on is the new owner's, in the eventfds */

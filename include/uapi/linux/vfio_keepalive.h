@@ -65,8 +65,9 @@ struct vfio_keepalive_range {
 /*
  * VFIO_KEEPALIVE_ARM, on the VFIO device file of a device bound to vfio-keepalive.
  *
- * The caller names its device, group and container files (the device file must be
- * the one the ioctl is made on) and the DMA ranges to keep.  The device's interrupts
+ * The caller names its device, group and container files (device_fd: a VFIO file of
+ * this device, normally the one the ioctl is made on) and the DMA ranges to keep
+ * (memfd, offset and flags 0).  The device's interrupts
  * must be MSI or MSI-X, or none: INTx cannot be kept (EOPNOTSUPP).  owner_fd is a new
  * file descriptor; the device has an owner for as long as that file is open.
  * Errors: EINVAL (bad argsz, flags, token of zeros, timeout, range), EBADF, EBUSY
