@@ -142,12 +142,14 @@ static void vka_irqs_drop(struct vka_device *vka)
 	vka->irq_index = VKA_NO_IRQ;
 }
 
+/* The vectors up to the last one with an eventfd: what ARM and RECLAIM report. */
 static u32 vka_nr_irqs(struct vka_device *vka)
 {
 	u32 i, n = 0;
 
 	for (i = 0; i < VKA_MAX_IRQS; i++)
-		n += !!vka->irq[i].file;
+		if (vka->irq[i].file)
+			n = i + 1;
 	return n;
 }
 
@@ -530,10 +532,7 @@ static long vka_disarm(struct vka_device *vka, void __user *uarg)
 		mutex_unlock(&vka->lock);
 		return -ENOENT;
 	}
-	if (keep->owner) {
-		/* the owner file stays open but no longer means anything */
-		keep->owner = NULL;
-	}
+	/* an owner file that stays open finds no keep when it closes: it means nothing now */
 	keep = vka_keep_take(vka);
 	mutex_unlock(&vka->lock);
 	cancel_delayed_work(&vka->release_work);
@@ -594,7 +593,7 @@ static int vka_reclaim_out(struct vka_device *vka, struct vfio_keepalive_reclaim
 	s32 __user *ufds = u64_to_user_ptr(r->irq_fds);
 	u64 __user *ucounts = u64_to_user_ptr(r->irq_counts);
 	struct vfio_keepalive_range __user *uranges = u64_to_user_ptr(r->ranges);
-	u32 i, j, nr_irqs = vka_nr_irqs(vka), nr_ranges = ioka_nr_ranges(keep->dma);
+	u32 i, nr_irqs = vka_nr_irqs(vka), nr_ranges = ioka_nr_ranges(keep->dma);
 	int fd;
 
 	if (r->nr_irqs < nr_irqs || r->nr_ranges < nr_ranges) {
@@ -614,17 +613,18 @@ static int vka_reclaim_out(struct vka_device *vka, struct vfio_keepalive_reclaim
 	if (fd < 0)
 		return fd;
 	r->container_fd = fd;
-	for (i = 0, j = 0; i < VKA_MAX_IRQS; i++) {
+	/* indexed by vector: -1 and 0 for a vector without an eventfd */
+	for (i = 0; i < nr_irqs; i++) {
 		struct vka_irq *irq = &vka->irq[i];
 
-		if (!irq->file)
-			continue;
-		fd = vka_fds_add(f, irq->file);
-		if (fd < 0)
-			return fd;
-		if (put_user(fd, ufds + j) || put_user(atomic64_read(&irq->count), ucounts + j))
+		fd = -1;
+		if (irq->file) {
+			fd = vka_fds_add(f, irq->file);
+			if (fd < 0)
+				return fd;
+		}
+		if (put_user(fd, ufds + i) || put_user(atomic64_read(&irq->count), ucounts + i))
 			return -EFAULT;
-		j++;
 	}
 	for (i = 0; i < nr_ranges; i++) {
 		struct vfio_keepalive_range out;

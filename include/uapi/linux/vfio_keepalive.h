@@ -86,7 +86,7 @@ struct vfio_keepalive_arm {
 	__aligned_u64	ranges;		/* in: struct vfio_keepalive_range[nr_ranges] */
 	__s32	owner_fd;		/* out */
 	__u32	irq_index;		/* out: VFIO_PCI_MSI(X)_IRQ_INDEX, or ~0U for none */
-	__u32	nr_irqs;		/* out: vectors with an eventfd */
+	__u32	nr_irqs;		/* out: vectors, up to the last with an eventfd */
 	__u32	pad2;
 };
 
@@ -128,8 +128,8 @@ struct vfio_keepalive_reclaim {
 	__u32	nr_irqs;		/* in: room; out: vectors */
 	__u32	nr_ranges;		/* in: room; out: ranges */
 	__u32	pad;
-	__aligned_u64	irq_fds;	/* out: __s32[nr_irqs], the trigger eventfds */
-	__aligned_u64	irq_counts;	/* out: __u64[nr_irqs], signals while ownerless */
+	__aligned_u64	irq_fds;	/* out: __s32[nr_irqs]: vector i's eventfd, or -1 */
+	__aligned_u64	irq_counts;	/* out: __u64[nr_irqs]: its signals while ownerless */
 	__aligned_u64	ranges;		/* out: struct vfio_keepalive_range[nr_ranges] */
 	__aligned_u64	ownerless_ns;	/* out: how long the device had no owner */
 };
