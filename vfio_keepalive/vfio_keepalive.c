@@ -66,12 +66,9 @@ struct vka_irq {
 	atomic64_t count;
 };
 
-enum vka_state { VKA_OWNED, VKA_OWNERLESS };
-
-/* An armed device's references; @vdev->lock protects it. */
+/* An armed device's references; vka_device.lock protects it. */
 struct vka_keep {
 	u8 token[VFIO_KEEPALIVE_TOKEN_SIZE];
-	enum vka_state state;
 	struct file *device;		/* the owner's VFIO device file */
 	struct ioka_ctx *dma;		/* group, container, memory */
 	struct file *owner;		/* the current owner file; NULL while ownerless */
@@ -260,7 +257,11 @@ static long vka_set_irqs(struct vka_device *vka, unsigned long arg)
 	}
 	if (!(hdr.flags & VFIO_IRQ_SET_DATA_EVENTFD))
 		goto out;
-	/* vfio-pci-core accepted these fds a moment ago; read them again to record them */
+	/*
+	 * vfio-pci-core accepted these fds a moment ago; read them again to record them.  An
+	 * owner that changes the array in between only gets a keep that differs from what
+	 * vfio-pci-core connected: its own loss, nobody else's.
+	 */
 	fds = (s32 __user *)(arg + minsz);
 	for (i = 0; i < hdr.count; i++) {
 		u32 v = hdr.start + i;
@@ -320,7 +321,6 @@ static void vka_ownerless(struct vka_device *vka)
 {
 	struct vka_keep *keep = vka->keep;
 
-	keep->state = VKA_OWNERLESS;
 	keep->owner = NULL;
 	keep->ownerless_since = ktime_get();
 	vka_count_reset(vka);
@@ -383,7 +383,7 @@ static void vka_release_work(struct work_struct *work)
 		pr_info("%s: driver unbind: keepalive released; the device is reset and released once its files close\n",
 			vka_name(vka));
 		keep = vka_keep_take(vka);
-	} else if (vka->keep && vka->keep->state == VKA_OWNERLESS) {
+	} else if (vka->keep && !vka->keep->owner) {
 		pr_warn("%s: nobody reclaimed the device within %u ms: it is reset and released\n",
 			vka_name(vka), vka->keep->timeout_ms);
 		keep = vka_keep_take(vka);
@@ -489,7 +489,6 @@ static long vka_arm(struct vka_device *vka, void __user *uarg)
 		goto out_dma;
 	}
 	memcpy(keep->token, arm.token, sizeof(keep->token));
-	keep->state = VKA_OWNED;
 	keep->device = devf;
 	keep->owner = owner;
 	keep->owner_pid = task_tgid_nr(current);
@@ -698,7 +697,7 @@ static long vka_reclaim(void __user *uarg)
 		goto out;
 	}
 	ret = -EBUSY;
-	if (keep->state != VKA_OWNERLESS) {
+	if (keep->owner) {
 		pr_info_ratelimited("%s: RECLAIM by pid %d: the device still has its owner (pid %d)\n",
 				    vka_name(vka), task_tgid_nr(current), keep->owner_pid);
 		goto out;
@@ -737,7 +736,6 @@ static long vka_reclaim(void __user *uarg)
 	if (r.flags & VFIO_KEEPALIVE_RECLAIM_DISARM) {
 		drop = vka_keep_take(vka);
 	} else {
-		keep->state = VKA_OWNED;
 		keep->owner = owner;
 		keep->owner_pid = task_tgid_nr(current);
 	}
