@@ -28,6 +28,13 @@
 #define amd_pmu_disable_virt			KLU_THIN(amd_pmu_disable_virt)
 #define debugfs_create_dir			KLU_THIN(debugfs_create_dir)
 
+/*
+ * irqbypass.ko allows one consumer per eventfd, which a live move needs for the old
+ * core's irqfd and the new one's in turn: kvm_thin holds it (kvm_core/klu_bypass.c).
+ */
+#define irq_bypass_register_consumer		klu_core_irq_bypass_register
+#define irq_bypass_unregister_consumer		klu_core_irq_bypass_unregister
+
 /* Per-CPU VMX state that kvm_thin owns (kvm_core/patches/ removes the core's copy). */
 #define current_vmcs				KLU_THIN(current_vmcs)
 

@@ -553,6 +553,24 @@ int klu_journal_replay(struct list_head *journal, struct file *core, void __user
 	return first;
 }
 
+/* Call @fn with the eventfd of each irqfd in @journal (for bypass.c, under its locks). */
+void klu_journal_irqfds(struct list_head *journal, void (*fn)(struct eventfd_ctx *, void *),
+			void *data)
+{
+	struct eventfd_ctx *ctx;
+	struct klu_record *rec;
+
+	list_for_each_entry(rec, journal, node) {
+		if (rec->ioctl != KVM_IRQFD || !rec->files[0])
+			continue;
+		ctx = eventfd_ctx_fileget(rec->files[0]);
+		if (IS_ERR(ctx))
+			continue;
+		fn(ctx, data);
+		eventfd_ctx_put(ctx);
+	}
+}
+
 /*
  * After a move, signal every resample eventfd once.  A level-triggered source that was
  * asserted while its irqfd was detached, and is still asserted, then fires again on the

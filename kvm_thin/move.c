@@ -88,6 +88,7 @@ struct klu_move {
 	struct file *old_vm;		/* the old core's VM file */
 	bool irqfds_off;		/* detached from the old VM */
 	bool irqfds_new;		/* attached to the new VM */
+	unsigned int bp_kept, bp_fallback;	/* irq bypasses handed over, or not */
 	struct list_head graves;	/* core files to close once the vCPUs run again */
 	u32 *msrs;			/* the MSR indices to move */
 	u32 nr_msrs;
@@ -830,6 +831,8 @@ static int klu_detach_irqfds(struct klu_move *mv)
 {
 	int r;
 
+	/* A connected irq bypass is saved rather than disconnected (bypass.c). */
+	mv->bp_fallback = klu_bypass_arm(mv->vm, true);
 	mv->irqfds_off = true;
 	r = klu_journal_replay(&mv->vm->journal, mv->old_vm, mv->scratch, KLU_SCRATCH_ARG,
 			       KLU_REPLAY_IRQFDS_OFF);
@@ -846,9 +849,11 @@ static void klu_move_discard(struct klu_move *mv)
 	struct klu_grave *g;
 	int i, r;
 
-	if (mv->irqfds_new)
+	if (mv->irqfds_new) {
+		klu_bypass_arm(mv->vm, false);
 		klu_journal_replay(&mv->vm->journal, mv->new[0], mv->scratch, KLU_SCRATCH_ARG,
 				   KLU_REPLAY_IRQFDS_OFF);
+	}
 	if (mv->irqfds_off) {
 		r = klu_journal_replay(&mv->vm->journal, mv->old_vm, mv->scratch,
 				       KLU_SCRATCH_ARG, KLU_REPLAY_IRQFDS_ON);
@@ -881,6 +886,8 @@ static void klu_move_record(struct klu_move *mv, const char *from, u64 t_end)
 	vm->rebuild_ns = mv->t_rebuilt ? mv->t_rebuilt - mv->t_quiet : 0;
 	vm->state_ns = mv->t_state ? mv->t_state - mv->t_rebuilt : 0;
 	vm->commit_ns = mv->t_state ? t_end - mv->t_state : 0;
+	vm->bypass_kept = mv->bp_kept;
+	vm->bypass_fallback = mv->bp_fallback;
 	trace_kvm_thin_move_end(vm->id, mv->result, vm->move_step, vm->blackout_ns,
 				vm->quiesce_ns, vm->rebuild_ns, vm->state_ns, vm->commit_ns);
 }
@@ -946,6 +953,8 @@ static int klu_move_thread(void *data)
 		klu_move_discard(mv);
 	else
 		klu_journal_resample_kick(&vm->journal);
+	if (mv->irqfds_off)
+		mv->bp_kept = klu_bypass_move_end(vm);
 	mv->result = r;
 	klu_move_record(mv, from, ktime_get_ns());
 	mutex_unlock(&vm->files_lock);
@@ -1009,6 +1018,9 @@ static int klu_move_vm(struct klu_vm *vm, struct klu_core *to)
 			vm->id, vm->pid, vm->nr_vcpus, from, to->tag, vm->blackout_ns / 1000,
 			vm->quiesce_ns / 1000, vm->rebuild_ns / 1000, vm->state_ns / 1000,
 			vm->commit_ns / 1000);
+	if (vm->bypass_fallback)
+		pr_info("VM %lu: %u irq bypass(es) were disconnected and connected again, through remapped mode: this host posts interrupts, and kvm_thin does not hand posted-interrupt descriptors over yet\n",
+			vm->id, vm->bypass_fallback);
 	kfree(mv->new);
 	kfree(mv->pending_buf);
 	kfree(mv->msrs);

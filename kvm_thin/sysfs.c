@@ -65,6 +65,7 @@ static struct kobj_attribute abi_attr = __ATTR_RO(abi);
 static struct attribute *klu_attrs[] = {
 	&active_attr.attr,
 	&abi_attr.attr,
+	&klu_irqbypass_attr.attr,
 	NULL,
 };
 

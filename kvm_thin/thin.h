@@ -105,6 +105,7 @@ struct klu_vm {
 	int move_result;
 	char move_step[24];
 	u64 blackout_ns, quiesce_ns, rebuild_ns, state_ns, commit_ns;
+	unsigned int bypass_kept, bypass_fallback;	/* irqfds: see bypass.c */
 	char move_from[KLU_TAG_MAX], move_to[KLU_TAG_MAX];
 };
 
@@ -148,6 +149,14 @@ void klu_journal_resample_kick(struct list_head *journal);
 bool klu_journal_dirty_logging(struct klu_vm *vm);
 bool klu_journal_is_state(unsigned int ioctl);
 
+/* bypass.c: the irq-bypass consumers of the irqfds, across moves */
+struct eventfd_ctx;
+unsigned int klu_bypass_arm(struct klu_vm *vm, bool first);
+unsigned int klu_bypass_move_end(struct klu_vm *vm);
+extern struct kobj_attribute klu_irqbypass_attr;
+void klu_journal_irqfds(struct list_head *journal, void (*fn)(struct eventfd_ctx *, void *),
+			void *data);
+
 /* move.c */
 int klu_move_init(struct kobject *parent);
 int klu_move_vcpu_state(struct klu_vm *vm, struct file *from, struct file *to,
@@ -183,7 +192,10 @@ void klu_sysfs_del_core(struct klu_core *core);
 int klu_vmxon_insn(u64 *pa);
 void klu_module_name(unsigned long addr, char *name, size_t len);
 
-/* The kernel interfaces kvm_core/klu_shim.h renames, as kvm_thin implements them. */
+/*
+ * The kernel interfaces kvm_core/klu_shim.h renames, as kvm_thin implements them (and
+ * KLU_THIN(irq_bypass_register/unregister) in core_api.h, bypass.c).
+ */
 int KLU_THIN(misc_register)(struct miscdevice *misc);
 void KLU_THIN(misc_deregister)(struct miscdevice *misc);
 int KLU_THIN(cpuhp_setup_state)(enum cpuhp_state state, const char *name, bool invoke,

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * kvm_thin's trace events: one live move of one VM, as it starts and as it ends.
+ * kvm_thin's trace events: one live move of one VM, as it starts and as it ends; and
+ * what happens to the irq-bypass consumer of an irqfd (bypass.c).
  *
  * Copyright (C) 2026 The kvm-live-upgrade authors.
  */
@@ -65,6 +66,28 @@ TRACE_EVENT(kvm_thin_move_end,
 		  __entry->id, __entry->result, __get_str(step), __entry->blackout_ns,
 		  __entry->quiesce_ns, __entry->rebuild_ns, __entry->state_ns,
 		  __entry->commit_ns)
+);
+
+TRACE_EVENT(kvm_thin_irqbypass,
+	TP_PROTO(const char *op, unsigned long id, const char *core, int irq),
+	TP_ARGS(op, id, core, irq),
+
+	TP_STRUCT__entry(
+		__string(op, op)
+		__field(unsigned long, id)
+		__string(core, core)
+		__field(int, irq)
+	),
+
+	TP_fast_assign(
+		__assign_str(op, op);
+		__entry->id = id;
+		__assign_str(core, core);
+		__entry->irq = irq;
+	),
+
+	TP_printk("op=%s vm=%lu core=%s irq=%d", __get_str(op), __entry->id,
+		  __get_str(core), __entry->irq)
 );
 
 #endif /* KLU_TRACE_H */

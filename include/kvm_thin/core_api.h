@@ -14,6 +14,8 @@
 #include <linux/percpu.h>
 #include <kvm_thin/abi.h>
 
+struct irq_bypass_consumer;
+struct irq_bypass_producer;
 struct page;
 struct vmcb;
 struct vmcs;
@@ -44,5 +46,23 @@ void KLU_THIN(free_vpid)(int vpid);
 /* User-return MSRs: one cache and one notifier per CPU, keyed by MSR index. */
 void KLU_THIN(uret_online)(u32 msr);
 int KLU_THIN(uret_set)(u32 msr, u64 value, u64 mask);
+
+/*
+ * irq bypass: kvm_thin holds the consumer of every irqfd, so that a live move can hand
+ * a connected producer (a VFIO MSI) from the old core's irqfd to the new core's without
+ * disconnecting it.  kvm_core/klu_bypass.c implements these for each core.
+ */
+struct klu_bypass_ops {
+	/* Forget @prod as a live move takes the irqfd away; the IRQ is left as it is. */
+	void (*save)(struct irq_bypass_consumer *cons, struct irq_bypass_producer *prod);
+	/* Take @prod over, as the core that saved it left it. */
+	void (*restore)(struct irq_bypass_consumer *cons, struct irq_bypass_producer *prod);
+	const char *tag;	/* the core's */
+};
+
+int KLU_THIN(irq_bypass_register)(struct irq_bypass_consumer *cons,
+				  const struct klu_bypass_ops *ops);
+void KLU_THIN(irq_bypass_unregister)(struct irq_bypass_consumer *cons,
+				     const struct klu_bypass_ops *ops);
 
 #endif
