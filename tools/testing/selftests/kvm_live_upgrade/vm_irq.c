@@ -13,6 +13,14 @@
  * The host watches the guest's counters for -s seconds (default 10) and fails as soon
  * as a timer, the ring or an MSI makes no progress for 5 s.
  *
+ * With -e PCI_DEVICE (or -e auto, the first one), the MSIs come from QEMU's edu device
+ * (1234:11e8) through stock vfio-pci (it binds the device to vfio-pci unless it is
+ * bound already): the device's MSI signals the irqfd's eventfd, and for each MSI this
+ * program writes edu's raise register, and acknowledges it once the guest has counted
+ * it.  At the end the host's count of the device's interrupt (its vfio-msi[0] line in
+ * /proc/interrupts) must have grown by at least the number raised.  Skips without an
+ * edu device, an IOMMU group for it, VFIO or vfio-pci.
+ *
  * Copyright (C) 2026 The kvm-live-upgrade authors.
  */
 #include <errno.h>
@@ -24,10 +32,15 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "klu_edu.h"
 #include "klu_vm.h"
 
 #define STALL_NS	5000000000ull
 #define MSI_GSI		24
+
+/* -e: the source of the MSIs; device -1 without. */
+static struct klu_edu edu = KLU_EDU_INIT(NULL, NULL);
+static int64_t edu_host_start;		/* the host's count of its MSI before the first */
 
 struct vcpu_run {
 	struct klu_vm *vm;
@@ -73,6 +86,57 @@ static int setup_irqfd(struct klu_vm *vm)
 	if (ioctl(vm->vm_fd, KVM_IRQFD, &irqfd) < 0)
 		klu_fail("KVM_IRQFD: %s", strerror(errno));
 	return efd;
+}
+
+/* -e: edu through vfio-pci, opened as a VMM does; its MSI is enabled later. */
+static void edu_open(const char *want)
+{
+	int group;
+
+	klu_edu_find(&edu, strcmp(want, "auto") ? want : NULL);
+	group = klu_edu_bind(&edu, "vfio-pci");
+	klu_edu_open(&edu, group, 0);
+	printf("# edu %s through vfio-pci (IOMMU group %d) raises the MSIs\n", edu.pci, group);
+}
+
+/* The device's MSI signals @efd, the irqfd's. */
+static void edu_msi_enable(int efd)
+{
+	uint32_t status = klu_edu_rd(&edu, EDU_IRQ_STATUS);
+
+	if (status)	/* left by an earlier user: not ours to count */
+		klu_edu_wr(&edu, EDU_IRQ_ACK, status);
+	klu_edu_msi_enable(&edu, efd);
+	edu_host_start = klu_edu_host_msi_count(edu.pci);
+	if (edu_host_start < 0)
+		klu_fail("no vfio-msi[0](%s) line in /proc/interrupts with its MSI enabled",
+			 edu.pci);
+}
+
+/*
+ * MSI number @n: with -e, acknowledge edu's previous one, which the guest has counted,
+ * and raise the next; else a write of the eventfd.
+ */
+static void signal_msi(int efd, uint32_t n)
+{
+	uint64_t one = 1;
+
+	if (edu.device >= 0) {
+		if (n)
+			klu_edu_wr(&edu, EDU_IRQ_ACK, EDU_STATUS_RAISE);
+		klu_edu_wr(&edu, EDU_IRQ_RAISE, EDU_STATUS_RAISE);
+	} else if (write(efd, &one, sizeof(one)) != sizeof(one)) {
+		klu_fail("eventfd write: %s", strerror(errno));
+	}
+}
+
+/* -e, an MSI that did not come: did the host take it? */
+static void edu_stall(void)
+{
+	if (edu.device >= 0)
+		printf("# edu: status 0x%x; host vfio-msi[0] count %lld, %lld at the start\n",
+		       klu_edu_rd(&edu, EDU_IRQ_STATUS),
+		       (long long)klu_edu_host_msi_count(edu.pci), (long long)edu_host_start);
 }
 
 static void check_vcpus(struct vcpu_run *runs, unsigned int nr)
@@ -124,6 +188,15 @@ static void print_stall(struct klu_vm *vm, struct klu_irq_counts *counts,
 	}
 }
 
+/* kvm_thin's irqbypass file says the host's interrupt remapping does not post. */
+static bool host_posts_nothing(void)
+{
+	char line[256];
+
+	return klu_read_line("/sys/kernel/kvm_thin/irqbypass", line, sizeof(line)) &&
+	       !strncmp(line, "mode=keep ", 10);
+}
+
 int main(int argc, char **argv)
 {
 	unsigned int nr_vcpus = 4, seconds = 10, period_ms = 10, v;
@@ -133,12 +206,13 @@ int main(int argc, char **argv)
 	struct vcpu_run runs[KLU_MAX_VCPUS];
 	pthread_t threads[KLU_MAX_VCPUS];
 	uint64_t sent = 0, recv = 0, elapsed_ms, want;
+	const char *edu_want = NULL;
 	struct klu_params *p;
 	struct klu_vm *vm;
 	long khz;
 	int opt, efd;
 
-	while ((opt = getopt(argc, argv, "c:p:s:")) != -1) {
+	while ((opt = getopt(argc, argv, "c:e:p:s:")) != -1) {
 		switch (opt) {
 		case 'c':
 			nr_vcpus = strtoul(optarg, NULL, 0);
@@ -147,6 +221,9 @@ int main(int argc, char **argv)
 				return KSFT_FAIL;
 			}
 			break;
+		case 'e':
+			edu_want = optarg;
+			break;
 		case 'p':
 			period_ms = strtoul(optarg, NULL, 0);
 			break;
@@ -154,8 +231,8 @@ int main(int argc, char **argv)
 			seconds = strtoul(optarg, NULL, 0);
 			break;
 		default:
-			fprintf(stderr, "usage: %s [-c vCPUs] [-p timer period ms] [-s seconds]\n",
-				argv[0]);
+			fprintf(stderr, "usage: %s %s\n", argv[0],
+				"[-c vCPUs] [-e PCI device|auto] [-p timer period ms] [-s seconds]");
 			return KSFT_FAIL;
 		}
 	}
@@ -164,6 +241,8 @@ int main(int argc, char **argv)
 
 	printf("TAP version 13\n1..1\n");
 	fflush(stdout);
+	if (edu_want)
+		edu_open(edu_want);
 	vm = klu_vm_new(KLU_DATA_GPA, nr_vcpus, KLU_VM_IRQCHIP);
 	if (!klu_vm_has_cpuid(vm, 1, 'c', 24))
 		klu_skip("KVM offers no TSC-deadline LAPIC timer (CPUID.1:ECX[24])");
@@ -171,6 +250,8 @@ int main(int argc, char **argv)
 	if (khz <= 0)
 		klu_fail("KVM_GET_TSC_KHZ: %s", strerror(errno));
 	efd = setup_irqfd(vm);
+	if (edu_want)
+		edu_msi_enable(efd);
 	counts = (struct klu_irq_counts *)(vm->mem + KLU_COUNTS_GPA);
 	p = klu_vm_params(vm);
 	*p = (struct klu_params) {
@@ -204,19 +285,19 @@ int main(int argc, char **argv)
 
 	/* One MSI in flight at a time; every 1 ms, the timers and the ring. */
 	while ((now = klu_now_ns()) - start < seconds * 1000000000ull) {
-		uint64_t one = 1, r = 0;
+		uint64_t r = 0;
 
 		check_vcpus(runs, nr_vcpus);
 		if (KLU_READ(counts[0].msi) > injected)
 			klu_fail("the guest took %u irqfd interrupts, %u were signalled",
 				 KLU_READ(counts[0].msi), injected);
 		if (KLU_READ(counts[0].msi) == injected) {
-			if (write(efd, &one, sizeof(one)) != sizeof(one))
-				klu_fail("eventfd write: %s", strerror(errno));
+			signal_msi(efd, injected);
 			injected++;
 			last_msi = now;
 		} else if (now - last_msi > STALL_NS) {
 			print_stall(vm, counts, threads, nr_vcpus);
+			edu_stall();
 			klu_fail("irqfd interrupt %u did not reach the guest in 5 s: lost",
 				 injected);
 		}
@@ -245,11 +326,15 @@ int main(int argc, char **argv)
 	/* The last MSI must have come in before the guest is told to finish. */
 	while (KLU_READ(counts[0].msi) != injected) {
 		check_vcpus(runs, nr_vcpus);
-		if (klu_now_ns() - last_msi > STALL_NS)
+		if (klu_now_ns() - last_msi > STALL_NS) {
+			edu_stall();
 			klu_fail("irqfd interrupt %u did not reach the guest in 5 s: lost",
 				 injected);
+		}
 		usleep(1000);
 	}
+	if (edu.device >= 0 && injected)
+		klu_edu_wr(&edu, EDU_IRQ_ACK, EDU_STATUS_RAISE);
 	KLU_WRITE(p->stop, 1);
 	/* Each vCPU waits for the others and for two more ticks, then reports. */
 	now = klu_now_ns();
@@ -301,7 +386,27 @@ int main(int argc, char **argv)
 	printf("# %u vCPUs, %llu ms: timer ticks every %u ms, %llu ring IPIs, %u irqfd MSIs\n",
 	       nr_vcpus, (unsigned long long)elapsed_ms, period_ms, (unsigned long long)recv,
 	       injected);
-	printf("ok 1 - no timer tick, IPI or irqfd interrupt lost or doubled\n");
+	if (edu.device >= 0) {
+		long long host = klu_edu_host_msi_count(edu.pci), grew = host - edu_host_start;
+
+		printf("# edu %s: %u MSIs raised, the guest took %u\n", edu.pci, injected,
+		       KLU_READ(counts[0].msi));
+		printf("# host vfio-msi[0] count %lld -> %lld (+%lld)\n",
+		       (long long)edu_host_start, host, grew);
+		/*
+		 * A host that posts the device's interrupts to the vCPU does not count them:
+		 * checked only where kvm_thin says nothing posts (mode=keep).
+		 */
+		if (!host_posts_nothing())
+			printf("# the host count is not checked: interrupts may be posted here\n");
+		else if (grew < injected)
+			klu_fail("edu raised %u MSIs, the host's vfio-msi[0] count grew by %lld",
+				 injected, grew);
+		klu_edu_close(&edu);	/* vfio-pci disables the MSI */
+		printf("ok 1 - no timer tick, IPI or edu MSI (vfio-pci, irqfd) lost or doubled\n");
+	} else {
+		printf("ok 1 - no timer tick, IPI or irqfd interrupt lost or doubled\n");
+	}
 	close(efd);
 	klu_vm_destroy(vm);
 	return KSFT_PASS;

@@ -27,7 +27,7 @@
  * Copyright (C) 2026 The kvm-live-upgrade authors.
  */
 #define _GNU_SOURCE
-#include <dirent.h>
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -36,13 +36,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #include <linux/vfio.h>
 #include <linux/vfio_keepalive.h>
 
+#include "klu_edu.h"
 #include "klu_vm.h"
 
 #define MEM_SIZE	0x200000ul	/* guest RAM: 2 MiB of memfd */
@@ -57,21 +57,6 @@
 #define KEEP_MS		30000u		/* reclaim timeout */
 #define STATE_FILE	"/tmp/vm_keepalive.state"
 
-/* edu's BAR0 registers (4-byte accesses) */
-#define EDU_ID		0x00
-#define EDU_IRQ_STATUS	0x24
-#define EDU_IRQ_RAISE	0x60
-#define EDU_IRQ_ACK	0x64
-#define EDU_DMA_SRC	0x80
-#define EDU_DMA_DST	0x88
-#define EDU_DMA_CNT	0x90
-#define EDU_DMA_CMD	0x98
-#define EDU_DMA_RUN	0x1
-#define EDU_DMA_TO_RAM	0x2		/* else RAM to edu */
-#define EDU_DMA_IRQ	0x4		/* an MSI when it is done */
-#define EDU_STATUS_RAISE 0x1		/* what we write to EDU_IRQ_RAISE */
-#define EDU_STATUS_DMA	0x100		/* what a DMA's completion sets */
-#define EDU_BUF		0x40000u	/* edu's buffer, in its own address space */
 #define DMA_LEN		1024u
 
 /* Guest-physical addresses = IOVAs of the DMA buffers, above the guest's stacks. */
@@ -88,10 +73,6 @@
 #define SEED_B		3
 
 #define ARRAY_SIZE(a)	(sizeof(a) / sizeof((a)[0]))
-
-#define PCI_CMD_OFF	4
-#define PCI_CMD_MEMORY	0x2
-#define PCI_CMD_MASTER	0x4
 
 /* The MSRs saved: the deadline last, since it is restored after the LAPIC. */
 static const uint32_t saved_msrs[] = {
@@ -142,14 +123,6 @@ struct ka_state {
 	struct kvm_xsave xsave;		/* last: it ends in a flexible array */
 };
 
-/* The assigned device. */
-struct edu {
-	char pci[VFIO_KEEPALIVE_NAME_SIZE];
-	int container, group, device;
-	uint64_t bar0, config;		/* region offsets in the device file */
-	int efd;			/* MSI trigger */
-};
-
 /* The guest and the thread that runs its vCPU. */
 struct guest {
 	struct klu_vm *vm;
@@ -161,7 +134,6 @@ struct guest {
 	struct klu_result res;
 };
 
-static struct edu edu = { .container = -1, .group = -1, .device = -1, .efd = -1 };
 static struct guest g;
 static int disarm_fd = -1;		/* armed: the device file to disarm at a failure */
 
@@ -191,6 +163,10 @@ static void __noreturn __printf(1, 2) ka_skip(const char *fmt, ...)
 	exit(KSFT_SKIP);
 }
 
+/* The assigned device; its name goes into the state and RECLAIM's device. */
+static struct klu_edu edu = KLU_EDU_INIT(ka_fail, ka_skip);
+static_assert(sizeof(edu.pci) == VFIO_KEEPALIVE_NAME_SIZE, "PCI name sizes differ");
+
 /* A failure after arming: release the device the way vfio-pci would, not in 30 s. */
 static void disarm_at_exit(void)
 {
@@ -204,307 +180,6 @@ static void disarm_at_exit(void)
 static unsigned long long ms(uint64_t ns)
 {
 	return ns / 1000000;
-}
-
-/* ---- sysfs and /proc ---------------------------------------------------------------- */
-
-static int write_str(const char *path, const char *s)
-{
-	int fd = open(path, O_WRONLY | O_CLOEXEC), err = 0;
-
-	if (fd < 0)
-		return errno;
-	if (write(fd, s, strlen(s)) != (ssize_t)strlen(s))
-		err = errno;
-	close(fd);
-	return err;
-}
-
-/* The last path component of the symlink @path into @buf; false if there is none. */
-static bool link_name(const char *path, char *buf, size_t size)
-{
-	char target[512], *name;
-	ssize_t n = readlink(path, target, sizeof(target) - 1);
-
-	if (n < 0)
-		return false;
-	target[n] = 0;
-	name = strrchr(target, '/');
-	name = name ? name + 1 : target;
-	if (strlen(name) >= size)
-		return false;
-	memcpy(buf, name, strlen(name) + 1);
-	return true;
-}
-
-/* The first edu device, or @want if it is one. */
-static void find_edu(const char *want)
-{
-	char path[300], vendor[32], device[32];
-	struct dirent *d;
-	DIR *dir = opendir("/sys/bus/pci/devices");
-
-	while (dir && (d = readdir(dir))) {
-		if (d->d_name[0] == '.' || strlen(d->d_name) >= sizeof(edu.pci) ||
-		    (want && strcmp(want, d->d_name)))
-			continue;
-		snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/vendor", d->d_name);
-		if (!klu_read_line(path, vendor, sizeof(vendor)) || strcmp(vendor, "0x1234"))
-			continue;
-		snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/device", d->d_name);
-		if (!klu_read_line(path, device, sizeof(device)) || strcmp(device, "0x11e8"))
-			continue;
-		memcpy(edu.pci, d->d_name, strlen(d->d_name) + 1);
-		break;
-	}
-	if (dir)
-		closedir(dir);
-	if (!edu.pci[0])
-		ka_skip("no edu device (1234:11e8)%s%s in /sys/bus/pci/devices",
-			want ? " named " : "", want ? want : "");
-}
-
-/* Bind edu to vfio-keepalive unless it is already; its IOMMU group number. */
-static int bind_edu(void)
-{
-	char path[300], group[256], drv[256], dev[256];
-	int err;
-
-	snprintf(dev, sizeof(dev), "/sys/bus/pci/devices/%s", edu.pci);
-	snprintf(path, sizeof(path), "%s/iommu_group", dev);
-	if (!link_name(path, group, sizeof(group)))
-		ka_skip("edu %s has no IOMMU group (no IOMMU, or it is disabled)", edu.pci);
-	snprintf(path, sizeof(path), "%s/driver", dev);
-	if (link_name(path, drv, sizeof(drv)) && !strcmp(drv, "vfio-keepalive"))
-		return atoi(group);
-
-	if (access("/sys/bus/pci/drivers/vfio-keepalive", F_OK))
-		ka_skip("no vfio-keepalive PCI driver (vfio_keepalive is not loaded)");
-	printf("# binding %s to vfio-keepalive\n", edu.pci);
-	snprintf(path, sizeof(path), "%s/driver_override", dev);
-	err = write_str(path, "vfio-keepalive");
-	if (err)
-		ka_fail("write %s: %s", path, strerror(err));
-	snprintf(path, sizeof(path), "%s/driver/unbind", dev);
-	if (!access(path, F_OK)) {
-		err = write_str(path, edu.pci);
-		if (err)
-			ka_fail("write %s: %s", path, strerror(err));
-	}
-	err = write_str("/sys/bus/pci/drivers_probe", edu.pci);
-	if (err)
-		ka_fail("write /sys/bus/pci/drivers_probe: %s", strerror(err));
-	snprintf(path, sizeof(path), "%s/driver", dev);
-	if (!link_name(path, drv, sizeof(drv)) || strcmp(drv, "vfio-keepalive"))
-		ka_fail("edu %s is not bound to vfio-keepalive after drivers_probe", edu.pci);
-	return atoi(group);
-}
-
-/*
- * The host's count of the device's MSI, the "vfio-msi[0](PCI name)" line of
- * /proc/interrupts summed over the CPUs; -1 if there is no such line.
- */
-static int64_t host_msi_count(const char *pci)
-{
-	char want[64], line[4096], *p, *end;
-	int64_t sum = -1;
-	FILE *f;
-
-	snprintf(want, sizeof(want), "vfio-msi[0](%s)", pci);
-	f = fopen("/proc/interrupts", "r");
-	while (f && fgets(line, sizeof(line), f)) {
-		p = strstr(line, want) ? strchr(line, ':') : NULL;
-		if (!p)
-			continue;
-		sum = 0;
-		for (p++;; p = end) {
-			unsigned long long n = strtoull(p, &end, 10);
-
-			if (end == p)
-				break;
-			sum += n;
-		}
-		break;
-	}
-	if (f)
-		fclose(f);
-	return sum;
-}
-
-/* ---- the device through VFIO -------------------------------------------------------- */
-
-static uint32_t edu_rd(uint32_t reg)
-{
-	uint32_t v;
-
-	if (pread(edu.device, &v, 4, edu.bar0 + reg) != 4)
-		ka_fail("edu: read of BAR0 register 0x%x: %s", reg, strerror(errno));
-	return v;
-}
-
-static void edu_wr(uint32_t reg, uint32_t v)
-{
-	if (pwrite(edu.device, &v, 4, edu.bar0 + reg) != 4)
-		ka_fail("edu: write of BAR0 register 0x%x: %s", reg, strerror(errno));
-}
-
-static uint16_t cfg_rd16(uint32_t off)
-{
-	uint16_t v;
-
-	if (pread(edu.device, &v, 2, edu.config + off) != 2)
-		ka_fail("edu: config read at 0x%x: %s", off, strerror(errno));
-	return v;
-}
-
-static void cfg_wr16(uint32_t off, uint16_t v)
-{
-	if (pwrite(edu.device, &v, 2, edu.config + off) != 2)
-		ka_fail("edu: config write at 0x%x: %s", off, strerror(errno));
-}
-
-static uint64_t region_offset(uint32_t index, uint64_t min_size)
-{
-	struct vfio_region_info ri = { .argsz = sizeof(ri), .index = index };
-
-	if (ioctl(edu.device, VFIO_DEVICE_GET_REGION_INFO, &ri) < 0)
-		ka_fail("VFIO_DEVICE_GET_REGION_INFO %u: %s", index, strerror(errno));
-	if (ri.size < min_size || (ri.flags & (VFIO_REGION_INFO_FLAG_READ |
-					       VFIO_REGION_INFO_FLAG_WRITE)) !=
-	    (VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE))
-		ka_fail("VFIO region %u: size 0x%llx flags 0x%x, want >= 0x%llx, read-write",
-			index, (unsigned long long)ri.size, ri.flags,
-			(unsigned long long)min_size);
-	return ri.offset;
-}
-
-static void edu_regions(void)
-{
-	uint32_t id;
-
-	edu.bar0 = region_offset(VFIO_PCI_BAR0_REGION_INDEX, 0x100);
-	edu.config = region_offset(VFIO_PCI_CONFIG_REGION_INDEX, 0x40);
-	id = edu_rd(EDU_ID);
-	if ((id & 0xff) != 0xed)
-		ka_fail("edu identification register reads 0x%08x, want 0x......ed", id);
-}
-
-/* Open the container, group and device, type1v2: what a VMM does at start. */
-static void vfio_open(int group_nr)
-{
-	struct vfio_group_status status = { .argsz = sizeof(status) };
-	char path[64];
-
-	edu.container = open("/dev/vfio/vfio", O_RDWR | O_CLOEXEC);
-	if (edu.container < 0)
-		ka_skip("/dev/vfio/vfio: %s (vfio is not loaded)", strerror(errno));
-	if (ioctl(edu.container, VFIO_GET_API_VERSION) != VFIO_API_VERSION)
-		ka_fail("VFIO_GET_API_VERSION: not %d", VFIO_API_VERSION);
-	if (ioctl(edu.container, VFIO_CHECK_EXTENSION, VFIO_TYPE1v2_IOMMU) <= 0)
-		ka_skip("VFIO has no type1v2 IOMMU (vfio_iommu_type1 is not loaded)");
-	snprintf(path, sizeof(path), "/dev/vfio/%d", group_nr);
-	edu.group = open(path, O_RDWR | O_CLOEXEC);
-	if (edu.group < 0)
-		ka_fail("%s: %s%s", path, strerror(errno), errno == EBUSY ?
-			" (kept by an earlier run? it is released at its reclaim timeout)" : "");
-	if (ioctl(edu.group, VFIO_GROUP_GET_STATUS, &status) < 0)
-		ka_fail("VFIO_GROUP_GET_STATUS: %s", strerror(errno));
-	if (!(status.flags & VFIO_GROUP_FLAGS_VIABLE))
-		ka_fail("VFIO group %d is not viable: a device in it is not bound to VFIO",
-			group_nr);
-	if (ioctl(edu.group, VFIO_GROUP_SET_CONTAINER, &edu.container) < 0)
-		ka_fail("VFIO_GROUP_SET_CONTAINER: %s", strerror(errno));
-	if (ioctl(edu.container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU) < 0)
-		ka_fail("VFIO_SET_IOMMU type1v2: %s", strerror(errno));
-	if (ioctl(edu.container, VFIO_CHECK_EXTENSION, VFIO_UPDATE_VADDR) <= 0)
-		ka_skip("type1 has no VFIO_UPDATE_VADDR, which a new owner needs");
-	edu.device = ioctl(edu.group, VFIO_GROUP_GET_DEVICE_FD, edu.pci);
-	if (edu.device < 0)
-		ka_fail("VFIO_GROUP_GET_DEVICE_FD %s: %s", edu.pci, strerror(errno));
-	edu_regions();
-	/* VFIO cleared bus mastering when it opened the device. */
-	cfg_wr16(PCI_CMD_OFF, cfg_rd16(PCI_CMD_OFF) | PCI_CMD_MEMORY | PCI_CMD_MASTER);
-}
-
-/* The device's one MSI vector signals an eventfd. */
-static void msi_enable(void)
-{
-	struct vfio_irq_info info = { .argsz = sizeof(info), .index = VFIO_PCI_MSI_IRQ_INDEX };
-	union {
-		struct vfio_irq_set s;
-		uint8_t buf[sizeof(struct vfio_irq_set) + sizeof(int32_t)];
-	} u;
-	int32_t fd;
-
-	if (ioctl(edu.device, VFIO_DEVICE_GET_IRQ_INFO, &info) < 0 || info.count < 1)
-		ka_fail("edu has no MSI vector (VFIO_DEVICE_GET_IRQ_INFO: %s, count %u)",
-			strerror(errno), info.count);
-	edu.efd = eventfd(0, EFD_CLOEXEC);
-	if (edu.efd < 0)
-		ka_fail("eventfd: %s", strerror(errno));
-	memset(&u, 0, sizeof(u));
-	u.s.argsz = sizeof(u.buf);
-	u.s.flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
-	u.s.index = VFIO_PCI_MSI_IRQ_INDEX;
-	u.s.start = 0;
-	u.s.count = 1;
-	fd = edu.efd;
-	memcpy(u.s.data, &fd, sizeof(fd));
-	if (ioctl(edu.device, VFIO_DEVICE_SET_IRQS, &u.s) < 0)
-		ka_fail("VFIO_DEVICE_SET_IRQS MSI: %s", strerror(errno));
-}
-
-static void dma_map(void *mem, uint64_t size, uint32_t flags)
-{
-	struct vfio_iommu_type1_dma_map map = {
-		.argsz = sizeof(map),
-		.flags = flags,
-		.vaddr = (uintptr_t)mem,
-		.iova = 0,
-		.size = size,
-	};
-
-	if (ioctl(edu.container, VFIO_IOMMU_MAP_DMA, &map) < 0)
-		ka_fail("VFIO_IOMMU_MAP_DMA iova 0 size 0x%llx flags 0x%x: %s",
-			(unsigned long long)size, flags, strerror(errno));
-}
-
-static void dma_unmap(uint64_t size, uint32_t flags)
-{
-	struct vfio_iommu_type1_dma_unmap unmap = {
-		.argsz = sizeof(unmap),
-		.flags = flags,
-		.iova = 0,
-		.size = size,
-	};
-
-	if (ioctl(edu.container, VFIO_IOMMU_UNMAP_DMA, &unmap) < 0)
-		ka_fail("VFIO_IOMMU_UNMAP_DMA iova 0 size 0x%llx flags 0x%x: %s",
-			(unsigned long long)size, flags, strerror(errno));
-}
-
-static void edu_dma_start(uint32_t src, uint32_t dst, uint32_t cmd)
-{
-	uint32_t busy = edu_rd(EDU_DMA_CMD);
-
-	if (busy & EDU_DMA_RUN)
-		ka_fail("edu: a DMA is still running (command register 0x%x)", busy);
-	edu_wr(EDU_DMA_SRC, src);
-	edu_wr(EDU_DMA_DST, dst);
-	edu_wr(EDU_DMA_CNT, DMA_LEN);
-	edu_wr(EDU_DMA_CMD, cmd);
-}
-
-static void edu_dma_wait(const char *what)
-{
-	uint64_t start = klu_now_ns();
-
-	while (edu_rd(EDU_DMA_CMD) & EDU_DMA_RUN) {
-		if (klu_now_ns() - start > IRQ_NS)
-			ka_fail("%s: the edu DMA did not finish in %llu s", what,
-				IRQ_NS / 1000000000ull);
-		usleep(1000);
-	}
 }
 
 /* ---- guest memory ------------------------------------------------------------------- */
@@ -615,9 +290,9 @@ static void raise_interrupts(unsigned int *msi, const char *phase)
 
 	for (i = 1; i <= RAISES; i++) {
 		snprintf(what, sizeof(what), "%s, edu interrupt %d of %d", phase, i, RAISES);
-		edu_wr(EDU_IRQ_RAISE, EDU_STATUS_RAISE);
+		klu_edu_wr(&edu, EDU_IRQ_RAISE, EDU_STATUS_RAISE);
 		wait_msi(++*msi, what);
-		edu_wr(EDU_IRQ_ACK, EDU_STATUS_RAISE);
+		klu_edu_wr(&edu, EDU_IRQ_ACK, EDU_STATUS_RAISE);
 	}
 	printf("# %s: %d edu interrupts, each taken once by the guest (%u MSIs in all)\n",
 	       phase, RAISES, *msi);
@@ -632,12 +307,13 @@ static void dma_round_trip(uint32_t src, uint32_t buf, uint32_t dst, uint32_t se
 	snprintf(what, sizeof(what), "%s, DMA round trip", phase);
 	pattern(g.mem + src, seed);
 	memset(g.mem + dst, 0, DMA_LEN);
-	edu_dma_start(src, buf, EDU_DMA_RUN);
-	edu_dma_wait(what);
-	edu_dma_start(buf, dst, EDU_DMA_RUN | EDU_DMA_TO_RAM | EDU_DMA_IRQ);
-	edu_dma_wait(what);
+	klu_edu_dma_start(&edu, src, buf, DMA_LEN, EDU_DMA_RUN);
+	klu_edu_dma_wait(&edu, IRQ_NS, what);
+	klu_edu_dma_start(&edu, buf, dst, DMA_LEN,
+			  EDU_DMA_RUN | EDU_DMA_TO_RAM | EDU_DMA_IRQ);
+	klu_edu_dma_wait(&edu, IRQ_NS, what);
 	wait_msi(++*msi, what);
-	edu_wr(EDU_IRQ_ACK, EDU_STATUS_DMA);
+	klu_edu_wr(&edu, EDU_IRQ_ACK, EDU_STATUS_DMA);
 	check_pattern(dst, seed, what);
 	printf("# %s: %u bytes RAM 0x%x -> edu -> RAM 0x%x, completion MSI taken once\n",
 	       phase, DMA_LEN, src, dst);
@@ -873,14 +549,15 @@ static void __noreturn pause_and_hand_over(struct ka_state *st, uint64_t started
 	 * The device's owner goes now, not at the exec, so that the DMA below ends while the
 	 * device has no owner whatever the exec takes.  (The exec closes the rest.)
 	 */
-	if (edu_rd(EDU_IRQ_STATUS))
+	if (klu_edu_rd(&edu, EDU_IRQ_STATUS))
 		ka_fail("edu interrupt status 0x%x before the handover, want 0 (all acknowledged)",
-			edu_rd(EDU_IRQ_STATUS));
-	st->host_irqs = host_msi_count(edu.pci);
+			klu_edu_rd(&edu, EDU_IRQ_STATUS));
+	st->host_irqs = klu_edu_host_msi_count(edu.pci);
 	memset(g.mem + GPA_GAP_DST, 0, DMA_LEN);
 	close(arm.owner_fd);
 	st->dma_ns = klu_now_ns();
-	edu_dma_start(EDU_BUF_GAP, GPA_GAP_DST, EDU_DMA_RUN | EDU_DMA_TO_RAM | EDU_DMA_IRQ);
+	klu_edu_dma_start(&edu, EDU_BUF_GAP, GPA_GAP_DST, DMA_LEN,
+			  EDU_DMA_RUN | EDU_DMA_TO_RAM | EDU_DMA_IRQ);
 	printf("# owner file closed, edu -> RAM 0x%x DMA with a completion MSI started; exec\n",
 	       GPA_GAP_DST);
 	st->exec_ns = klu_now_ns();
@@ -910,11 +587,11 @@ static void __noreturn phase_a(const char *self, const char *want_pci, const cha
 	fflush(stdout);
 	check_kvm();
 	timeout_ms = keep_timeout();
-	find_edu(want_pci);
-	group_nr = bind_edu();
+	klu_edu_find(&edu, want_pci);
+	group_nr = klu_edu_bind(&edu, "vfio-keepalive");
 	printf("# phase A (pid %d): edu %s, IOMMU group %d\n", getpid(), edu.pci, group_nr);
-	vfio_open(group_nr);
-	msi_enable();
+	klu_edu_open(&edu, group_nr, KLU_EDU_NEED_VADDR);
+	klu_edu_msi_enable(&edu, -1);
 
 	/* Guest RAM: a memfd, shared, what type1 can hand to another address space. */
 	memfd = memfd_create("vm_keepalive-ram", MFD_CLOEXEC);
@@ -926,7 +603,8 @@ static void __noreturn phase_a(const char *self, const char *want_pci, const cha
 	g.vm = klu_vm_new_mem(g.mem, MEM_SIZE, 1, KLU_VM_IRQCHIP);
 	if (!klu_vm_has_cpuid(g.vm, 1, 'c', 24))
 		ka_skip("KVM offers no TSC-deadline LAPIC timer (CPUID.1:ECX[24])");
-	dma_map(g.mem, MEM_SIZE, VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE);
+	klu_edu_dma_map(&edu, g.mem, 0, MEM_SIZE,
+			VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE);
 	irqfd_attach(edu.efd);
 	khz = ioctl(g.vm->vcpu_fd[0], KVM_GET_TSC_KHZ, 0);
 	if (khz <= 0)
@@ -961,8 +639,8 @@ static void __noreturn phase_a(const char *self, const char *want_pci, const cha
 	dma_round_trip(GPA_A_SRC, EDU_BUF_AB, GPA_A_DST, SEED_A, &msi, "phase A");
 	/* What the DMA in flight over the handover will write: in edu's buffer already. */
 	pattern(g.mem + GPA_GAP_SRC, SEED_GAP);
-	edu_dma_start(GPA_GAP_SRC, EDU_BUF_GAP, EDU_DMA_RUN);
-	edu_dma_wait("phase A, loading edu's buffer");
+	klu_edu_dma_start(&edu, GPA_GAP_SRC, EDU_BUF_GAP, DMA_LEN, EDU_DMA_RUN);
+	klu_edu_dma_wait(&edu, IRQ_NS, "phase A, loading edu's buffer");
 	if (KLU_READ(g.c->msi) != msi)
 		ka_fail("phase A: the guest counted %u MSIs, want %u", KLU_READ(g.c->msi), msi);
 
@@ -1000,7 +678,7 @@ static void wait_gap_dma(const struct ka_state *st)
 			usleep(1000);
 		return;
 	}
-	while ((n = host_msi_count(st->pci)) <= st->host_irqs) {
+	while ((n = klu_edu_host_msi_count(st->pci)) <= st->host_irqs) {
 		if (klu_now_ns() - st->dma_ns > IRQ_NS)
 			ka_fail("the DMA in flight: no host MSI in %llu s (%s stays at %lld)",
 				IRQ_NS / 1000000000ull, "vfio-msi[0]", (long long)n);
@@ -1088,21 +766,21 @@ static int phase_b(const char *path)
 	check_pattern(GPA_GAP_DST, SEED_GAP, "the DMA that ran while the device had no owner");
 	printf("# the DMA that ran while the device had no owner landed in guest RAM (%u bytes)\n",
 	       DMA_LEN);
-	dma_unmap(st->mem_size, VFIO_DMA_UNMAP_FLAG_VADDR);
-	dma_map(g.mem, st->mem_size, VFIO_DMA_MAP_FLAG_VADDR);
+	klu_edu_dma_unmap(&edu, 0, st->mem_size, VFIO_DMA_UNMAP_FLAG_VADDR);
+	klu_edu_dma_map(&edu, g.mem, 0, st->mem_size, VFIO_DMA_MAP_FLAG_VADDR);
 	printf("# DMA mapping re-owned (VADDR): IOVA 0 -> this process's mapping of the memfd\n");
 
-	edu_regions();
-	cmd = cfg_rd16(PCI_CMD_OFF);
+	klu_edu_regions(&edu);
+	cmd = klu_edu_cfg_rd16(&edu, PCI_CMD_OFF);
 	if ((cmd & (PCI_CMD_MEMORY | PCI_CMD_MASTER)) != (PCI_CMD_MEMORY | PCI_CMD_MASTER))
 		ka_fail("PCI command 0x%04x after the handover: memory or bus master off", cmd);
-	status = edu_rd(EDU_IRQ_STATUS);
+	status = klu_edu_rd(&edu, EDU_IRQ_STATUS);
 	if (status != EDU_STATUS_DMA)
 		ka_fail("edu interrupt status 0x%x after the handover, want 0x%x (the DMA's)",
 			status, EDU_STATUS_DMA);
-	if (edu_rd(EDU_DMA_CMD) & EDU_DMA_RUN)
+	if (klu_edu_rd(&edu, EDU_DMA_CMD) & EDU_DMA_RUN)
 		ka_fail("edu: the DMA is still running after its MSI");
-	edu_wr(EDU_IRQ_ACK, EDU_STATUS_DMA);
+	klu_edu_wr(&edu, EDU_IRQ_ACK, EDU_STATUS_DMA);
 	pfd = (struct pollfd){ .fd = edu.efd, .events = POLLIN };
 	if (poll(&pfd, 1, 0) != 1)
 		ka_fail("the reclaimed eventfd holds no signal: the ownerless MSI was consumed");
@@ -1170,7 +848,7 @@ static int phase_b(const char *path)
 	disarm_fd = -1;
 	close(r.owner_fd);
 	close(edu.device);
-	dma_unmap(st->mem_size, 0);
+	klu_edu_dma_unmap(&edu, 0, st->mem_size, 0);
 	close(edu.group);
 	close(edu.container);
 	klu_vm_destroy(g.vm);
