@@ -27,6 +27,7 @@
 #define amd_pmu_enable_virt			KLU_THIN(amd_pmu_enable_virt)
 #define amd_pmu_disable_virt			KLU_THIN(amd_pmu_disable_virt)
 #define debugfs_create_dir			KLU_THIN(debugfs_create_dir)
+#define amd_iommu_register_ga_log_notifier	KLU_THIN(amd_iommu_register_ga_log_notifier)
 
 /*
  * irqbypass.ko allows one consumer per eventfd, which a live move needs for the old

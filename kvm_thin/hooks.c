@@ -5,7 +5,8 @@
  *
  *   CPU hotplug states CPUHP_AP_KVM_STARTING and CPUHP_AP_X86_KVM_CLK_ONLINE,
  *   perf's guest callbacks, the posted-interrupt wake-up handler, the emergency
- *   virtualisation-disable callback, and the "kvm" debugfs directory.
+ *   virtualisation-disable callback, the AMD IOMMU's GA-log notifier, and the "kvm"
+ *   debugfs directory.
  *
  * Intel PT's VMX mode and the AMD PMU's virtualisation mode are per-CPU switches with no
  * count; kvm_thin counts them.
@@ -14,6 +15,7 @@
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/amd-iommu.h>
 #include <linux/cpu.h>
 #include <linux/debugfs.h>
 #include <linux/rculist.h>
@@ -438,6 +440,58 @@ EXPORT_SYMBOL_GPL(KLU_THIN(debugfs_create_dir));
 
 /* ---- taking the slots ------------------------------------------------------------- */
 
+/* ---- the AMD IOMMU's GA log: wake-ups of blocked AVIC vCPUs ------------------------ */
+
+/*
+ * The IOMMU has one notifier for its GA log, which an AVIC core sets in its hardware
+ * setup and never clears.  kvm_thin sets its own and calls every core's: each looks the
+ * VM id of the ga_tag up among its own VMs.  Two cores number their VMs apart, so one
+ * id can name a VM on each; the other core's vCPU then gets a spurious wake-up, which
+ * is harmless, where a missed one would leave a vCPU asleep with an interrupt pending.
+ * A core's entry goes when its module does (klu_hooks_module_going()), as the core
+ * does not clear it.
+ */
+static LIST_HEAD(klu_ga_list);
+
+static int klu_ga_log(u32 ga_tag)
+{
+	struct klu_fn_ent *e;
+
+	rcu_read_lock();
+	list_for_each_entry_rcu(e, &klu_ga_list, node)
+		((int (*)(u32))e->fn)(ga_tag);
+	rcu_read_unlock();
+	return 0;
+}
+
+int KLU_THIN(amd_iommu_register_ga_log_notifier)(int (*notifier)(u32 ga_tag))
+{
+	char mod[MODULE_NAME_LEN];
+
+	if (notifier) {
+		klu_fn_add(&klu_ga_list, notifier);
+		return 0;
+	}
+	klu_module_name((unsigned long)__builtin_return_address(0), mod, sizeof(mod));
+	klu_fn_del(&klu_ga_list, NULL, mod);
+	return 0;
+}
+EXPORT_SYMBOL_GPL(KLU_THIN(amd_iommu_register_ga_log_notifier));
+
+static int klu_hooks_module_going(struct notifier_block *nb, unsigned long state,
+				  void *data)
+{
+	struct module *mod = data;
+
+	if (state == MODULE_STATE_GOING && !strncmp(mod->name, "kvm_amd_core_", 13))
+		klu_fn_del(&klu_ga_list, NULL, mod->name);
+	return NOTIFY_DONE;
+}
+
+static struct notifier_block klu_module_nb = {
+	.notifier_call = klu_hooks_module_going,
+};
+
 int klu_hooks_init(void)
 {
 	int i, r;
@@ -458,6 +512,14 @@ int klu_hooks_init(void)
 		kvm_set_posted_intr_wakeup_handler(klu_pi_wakeup);
 		cpu_emergency_register_virt_callback(klu_emergency);
 	}
+	if (boot_cpu_has(X86_FEATURE_SVM)) {
+		r = register_module_notifier(&klu_module_nb);
+		if (r) {
+			perf_unregister_guest_info_callbacks(&klu_perf_cbs);
+			goto fail;
+		}
+		amd_iommu_register_ga_log_notifier(klu_ga_log);
+	}
 	klu_debugfs = debugfs_create_dir("kvm", NULL);
 	return 0;
 fail:
@@ -476,8 +538,13 @@ void klu_hooks_exit(void)
 	WARN_ON(!list_empty(&klu_perf_list));
 	WARN_ON(!list_empty(&klu_pi_list));
 	WARN_ON(!list_empty(&klu_emergency_list));
+	WARN_ON(!list_empty(&klu_ga_list));
 
 	debugfs_remove_recursive(klu_debugfs);
+	if (boot_cpu_has(X86_FEATURE_SVM)) {
+		amd_iommu_register_ga_log_notifier(NULL);	/* waits for a running one */
+		unregister_module_notifier(&klu_module_nb);
+	}
 	if (boot_cpu_has(X86_FEATURE_VMX)) {
 		cpu_emergency_unregister_virt_callback(klu_emergency);
 		kvm_set_posted_intr_wakeup_handler(NULL);

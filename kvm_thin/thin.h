@@ -211,5 +211,6 @@ void KLU_THIN(intel_pt_handle_vmx)(int on);
 void KLU_THIN(amd_pmu_enable_virt)(void);
 void KLU_THIN(amd_pmu_disable_virt)(void);
 struct dentry *KLU_THIN(debugfs_create_dir)(const char *name, struct dentry *parent);
+int KLU_THIN(amd_iommu_register_ga_log_notifier)(int (*notifier)(u32 ga_tag));
 
 #endif
