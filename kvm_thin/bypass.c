@@ -118,6 +118,7 @@ static void klu_bp_del_producer(struct irq_bypass_consumer *cons,
 	klu_bp_trace("del", bp, bp->ops ? bp->ops->tag : NULL);
 	bp->prod = NULL;
 	bp->saved = NULL;
+	bp->refused = false;
 	mutex_unlock(&klu_bp_lock);
 }
 

@@ -4,6 +4,7 @@
  *
  * Copyright (C) 2026 The kvm-live-upgrade authors.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <fcntl.h>
@@ -67,6 +68,24 @@ bool klu_read_line(const char *path, char *buf, size_t size)
 	if (ok)
 		buf[strcspn(buf, "\n")] = 0;
 	return ok;
+}
+
+int klu_thin_vm_id(void)
+{
+	char path[300], buf[64];
+	struct dirent *d;
+	DIR *dir = opendir("/sys/kernel/kvm_thin/vms");
+	int id = -1;
+
+	while (dir && (d = readdir(dir))) {
+		snprintf(path, sizeof(path), "/sys/kernel/kvm_thin/vms/%s/pid", d->d_name);
+		if (d->d_name[0] != '.' && klu_read_line(path, buf, sizeof(buf)) &&
+		    atoi(buf) == getpid())
+			id = atoi(d->d_name);
+	}
+	if (dir)
+		closedir(dir);
+	return id;
 }
 
 static void flat_segment(struct kvm_segment *s, uint16_t sel, uint8_t type)

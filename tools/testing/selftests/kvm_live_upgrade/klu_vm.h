@@ -75,5 +75,7 @@ void klu_vm_destroy(struct klu_vm *vm);
 uint64_t klu_now_ns(void);
 /* The first line of @path into @buf, its newline dropped; false if it cannot be read. */
 bool klu_read_line(const char *path, char *buf, size_t size);
+/* The id in /sys/kernel/kvm_thin/vms of this process's VM (the last, if several), or -1. */
+int klu_thin_vm_id(void);
 
 #endif

@@ -417,25 +417,6 @@ static void failed_move(const char *from, const char *to)
 	check_guest_runs(when);
 }
 
-/* The VM's id (its pid file is ours), or -1. */
-static int find_vm(void)
-{
-	char path[300], buf[64];
-	struct dirent *d;
-	DIR *dir = opendir(THIN "/vms");
-	int id = -1;
-
-	while (dir && (d = readdir(dir))) {
-		snprintf(path, sizeof(path), THIN "/vms/%s/pid", d->d_name);
-		if (d->d_name[0] != '.' && klu_read_line(path, buf, sizeof(buf)) &&
-		    atoi(buf) == getpid())
-			id = atoi(d->d_name);
-	}
-	if (dir)
-		closedir(dir);
-	return id;
-}
-
 /* How many cores are loaded; @other: the first by name that is not @not (if any). */
 static int count_cores(const char *not, char *other, size_t size)
 {
@@ -507,7 +488,7 @@ int main(int argc, char **argv)
 	guest.vm = klu_vm_new(KLU_DATA_GPA, 1, KLU_VM_IRQCHIP);
 	if (ioctl(guest.vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_IRQFD) <= 0)
 		klu_skip("KVM has no irqfd (KVM_CAP_IRQFD)");
-	vm_id = find_vm();
+	vm_id = klu_thin_vm_id();
 	if (vm_id < 0)
 		klu_fail("no VM of pid %d in " THIN "/vms", getpid());
 	vm_file("core", buf, sizeof(buf));

@@ -74,10 +74,10 @@ static void run_guest(struct klu_vm *vm, const char *when)
 int main(void)
 {
 	struct kvm_create_device cd = { .type = KVM_DEV_TYPE_VFIO };
-	char core[256], other[256] = "", buf[256], path[300];
+	char core[256], other[256] = "", buf[256];
 	struct dirent *d;
 	struct klu_vm *vm;
-	int id = -1, err;
+	int id, err;
 	DIR *dir;
 
 	printf("TAP version 13\n1..1\n");
@@ -87,15 +87,7 @@ int main(void)
 	vm = klu_vm_create(KLU_DATA_GPA, 1);
 
 	/* Our VM, and a core it is not on. */
-	dir = opendir(THIN "/vms");
-	while (dir && (d = readdir(dir))) {
-		snprintf(path, sizeof(path), THIN "/vms/%s/pid", d->d_name);
-		if (d->d_name[0] != '.' && klu_read_line(path, buf, sizeof(buf)) &&
-		    atoi(buf) == getpid())
-			id = atoi(d->d_name);
-	}
-	if (dir)
-		closedir(dir);
+	id = klu_thin_vm_id();
 	if (id < 0)
 		klu_fail("no VM of pid %d in " THIN "/vms", getpid());
 	vm_file(id, "core", core, sizeof(core));
