@@ -56,6 +56,7 @@ struct klu_bp {
 	struct klu_vm *vm;			/* the VM a move hands it over for */
 	struct task_struct *mover;		/* and the thread that moves it */
 	bool handed;				/* saved during that move */
+	struct list_head orphan;		/* klu_bypass_move_end()'s */
 };
 
 static DEFINE_MUTEX(klu_bp_reg_lock);
@@ -145,11 +146,9 @@ static void klu_bp_start(struct irq_bypass_consumer *cons)
 /* ---- what the cores call (kvm_core/klu_bypass.c) ------------------------------- */
 
 /* A parked entry: @cons of core @ops takes the producer over. */
-static int klu_bp_adopt(struct klu_bp *bp, struct irq_bypass_consumer *cons,
-			const struct klu_bypass_ops *ops)
+static void klu_bp_adopt(struct klu_bp *bp, struct irq_bypass_consumer *cons,
+			 const struct klu_bypass_ops *ops)
 {
-	int r = 0;
-
 	bp->inner = cons;
 	bp->ops = ops;
 	bp->state = KLU_BP_BOUND;
@@ -159,18 +158,17 @@ static int klu_bp_adopt(struct klu_bp *bp, struct irq_bypass_consumer *cons,
 		klu_bp_trace("restore", bp, ops->tag);
 	} else if (bp->prod) {
 		/* The producer came, or came again, while parked. */
-		r = cons->add_producer(cons, bp->prod);
+		int r = cons->add_producer(cons, bp->prod);
+
 		klu_bp_count.add++;
 		klu_bp_trace("add", bp, ops->tag);
 		if (r) {
 			pr_warn("core %s refused the irq bypass of IRQ %d (%d): its irqfd goes the remapped way\n",
 				ops->tag, bp->prod->irq, r);
 			bp->refused = true;	/* outer stays connected, the core has none */
-			r = 0;
 		}
 	}
 	bp->saved = NULL;
-	return r;
 }
 
 int KLU_THIN(irq_bypass_register)(struct irq_bypass_consumer *cons,
@@ -191,8 +189,11 @@ int KLU_THIN(irq_bypass_register)(struct irq_bypass_consumer *cons,
 		 * again).  Anything else: another irqfd of the token is live, and
 		 * irqbypass.ko's answer is EBUSY too.
 		 */
-		r = bp->state == KLU_BP_PARKED && bp->mover == current ?
-		    klu_bp_adopt(bp, cons, ops) : -EBUSY;
+		r = -EBUSY;
+		if (bp->state == KLU_BP_PARKED && bp->mover == current) {
+			klu_bp_adopt(bp, cons, ops);
+			r = 0;
+		}
 		mutex_unlock(&klu_bp_lock);
 		goto out;
 	}
@@ -315,42 +316,37 @@ unsigned int klu_bypass_arm(struct klu_vm *vm, bool first)
  */
 unsigned int klu_bypass_move_end(struct klu_vm *vm)
 {
-	struct klu_bp *bp, *orphans[8];
-	unsigned int kept = 0, n;
+	struct klu_bp *bp, *next;
+	unsigned int kept = 0;
 	unsigned long token;
+	LIST_HEAD(orphans);
 
 	mutex_lock(&klu_bp_reg_lock);
-	do {
-		n = 0;
-		mutex_lock(&klu_bp_lock);
-		xa_for_each(&klu_bps, token, bp) {
-			if (bp->vm != vm)
-				continue;
-			if (bp->state == KLU_BP_PARKED) {
-				if (n == ARRAY_SIZE(orphans))
-					break;
-				xa_erase(&klu_bps, token);
-				orphans[n++] = bp;
-				continue;
-			}
-			if (bp->handed && bp->prod && bp->inner)
-				kept++;
-			bp->state = KLU_BP_BOUND;
-			bp->handed = false;
-			bp->vm = NULL;
-			bp->mover = NULL;
+	mutex_lock(&klu_bp_lock);
+	xa_for_each(&klu_bps, token, bp) {
+		if (bp->vm != vm)
+			continue;
+		if (bp->state == KLU_BP_PARKED) {
+			xa_erase(&klu_bps, token);
+			list_add(&bp->orphan, &orphans);
+			continue;
 		}
-		mutex_unlock(&klu_bp_lock);
-		while (n--) {
-			bp = orphans[n];
-			pr_warn("VM %lu (pid %d): an irqfd did not come back after the move: its irq bypass is disconnected\n",
-				vm->id, vm->pid);
-			klu_bp_trace("orphan", bp, NULL);
-			klu_bp_count.orphaned++;
-			irq_bypass_unregister_consumer(&bp->outer);
-			kfree(bp);
-		}
-	} while (n == ARRAY_SIZE(orphans));
+		if (bp->handed && bp->prod && bp->inner)
+			kept++;
+		bp->state = KLU_BP_BOUND;
+		bp->handed = false;
+		bp->vm = NULL;
+		bp->mover = NULL;
+	}
+	mutex_unlock(&klu_bp_lock);
+	list_for_each_entry_safe(bp, next, &orphans, orphan) {
+		pr_warn("VM %lu (pid %d): an irqfd did not come back after the move: its irq bypass is disconnected\n",
+			vm->id, vm->pid);
+		klu_bp_trace("orphan", bp, NULL);
+		klu_bp_count.orphaned++;
+		irq_bypass_unregister_consumer(&bp->outer);
+		kfree(bp);
+	}
 	mutex_unlock(&klu_bp_reg_lock);
 	return kept;
 }
