@@ -20,7 +20,6 @@
 #define __cpuhp_remove_state			KLU_THIN(cpuhp_remove_state)
 #define perf_register_guest_info_callbacks	KLU_THIN(perf_register_guest_info_callbacks)
 #define perf_unregister_guest_info_callbacks	KLU_THIN(perf_unregister_guest_info_callbacks)
-#define kvm_set_posted_intr_wakeup_handler	KLU_THIN(set_posted_intr_wakeup_handler)
 #define cpu_emergency_register_virt_callback	KLU_THIN(emergency_register_virt_callback)
 #define cpu_emergency_unregister_virt_callback	KLU_THIN(emergency_unregister_virt_callback)
 #define intel_pt_handle_vmx			KLU_THIN(intel_pt_handle_vmx)
@@ -35,6 +34,13 @@
  */
 #define irq_bypass_register_consumer		klu_core_irq_bypass_register
 #define irq_bypass_unregister_consumer		klu_core_irq_bypass_unregister
+
+/*
+ * The posted-interrupt wake-up vector has one handler; kvm_thin's calls every core's.
+ * A VMX core registers its handler in kvm_core/klu_vmx_pi.c, which also offers
+ * kvm_thin the operations that hand a vCPU's posted-interrupt descriptor over.
+ */
+#define kvm_set_posted_intr_wakeup_handler	klu_core_set_pi_wakeup_handler
 
 /* Per-CPU VMX state that kvm_thin owns (kvm_core/patches/ removes the core's copy). */
 #define current_vmcs				KLU_THIN(current_vmcs)

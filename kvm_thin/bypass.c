@@ -16,10 +16,11 @@
  * register restores (takes the producer over).  The producer sees neither.
  *
  * On a host whose interrupt remapping posts interrupts (IRQ_POSTING_CAP), a posted IRTE
- * holds the address of the old vCPU's posted-interrupt descriptor, which dies with the
- * old core's vCPU: until the descriptor is handed over too, a move there disconnects
- * and reconnects (the remapped path, as without kvm_thin) and reports it as a fallback.
- * See "Interrupts during a move" in Documentation/design.rst.
+ * holds the address of the old vCPU's posted-interrupt descriptor.  On VMX the mover
+ * hands the descriptor to the new vCPU too (pi.c), and the IRTE stays as it is.  Where
+ * it cannot (AMD's AVIC, a core without the handover, a vCPU in guest mode), a move
+ * disconnects and reconnects (the remapped path, as without kvm_thin) and reports it
+ * as a fallback.  See "The irq-bypass consumers" in Documentation/design.rst.
  *
  * Locking: klu_bp_reg_lock serialises the cores' register/unregister calls and the
  * mover's; it is taken outside irqbypass.ko's mutex, and klu_bp_lock inside it (the
@@ -31,6 +32,7 @@
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/eventfd.h>
+#include <linux/irq.h>
 #include <linux/irqbypass.h>
 #include <linux/slab.h>
 #include <linux/sysfs.h>
@@ -77,10 +79,19 @@ static void klu_bp_trace(const char *op, struct klu_bp *bp, const char *tag)
 				 bp->prod ? bp->prod->irq : -1);
 }
 
-/* A move hands over only where the IRTE does not point into the old core's vCPU. */
+/* Does the IOMMU post interrupts straight into vCPUs' descriptors? */
+bool klu_bypass_posting(void)
+{
+	return irq_remapping_cap(IRQ_POSTING_CAP);
+}
+
+/*
+ * Can a move keep a connected bypass?  Where nothing posts, or where the posted IRTE
+ * points to a VMX descriptor, which the move hands over (pi.c).  AMD's AVIC cannot.
+ */
 static bool klu_bp_can_keep(void)
 {
-	return !irq_remapping_cap(IRQ_POSTING_CAP);
+	return !klu_bypass_posting() || boot_cpu_has(X86_FEATURE_VMX);
 }
 
 /* ---- the outer consumer's callbacks, under irqbypass.ko's mutex ---------------- */
@@ -111,10 +122,16 @@ static void klu_bp_del_producer(struct irq_bypass_consumer *cons,
 	struct klu_bp *bp = container_of(cons, struct klu_bp, outer);
 
 	mutex_lock(&klu_bp_lock);
-	/* Parked: the old core saved already, and nothing posts (klu_bp_can_keep()). */
 	if (bp->inner && !bp->refused) {
 		bp->inner->del_producer(bp->inner, prod);
 		klu_bp_count.del++;
+	} else if (!bp->inner && klu_bypass_posting()) {
+		/*
+		 * Parked: the old core saved already.  Its IRTE may still post into the
+		 * descriptor the move hands over: back to remapped mode, as the core's
+		 * del_producer would have done, before the IRQ is freed or reused.
+		 */
+		irq_set_vcpu_affinity(prod->irq, NULL);
 	}
 	klu_bp_trace("del", bp, bp->ops ? bp->ops->tag : NULL);
 	bp->prod = NULL;
@@ -267,8 +284,8 @@ EXPORT_SYMBOL_GPL(KLU_THIN(irq_bypass_unregister));
 
 struct klu_bp_arm {
 	struct klu_vm *vm;
-	bool first;
-	unsigned int fallback;
+	bool first, keep;
+	unsigned int fallback, armed;
 };
 
 static void klu_bp_arm_one(struct eventfd_ctx *ctx, void *data)
@@ -278,7 +295,7 @@ static void klu_bp_arm_one(struct eventfd_ctx *ctx, void *data)
 
 	if (!bp || bp->state != KLU_BP_BOUND)
 		return;
-	if (!klu_bp_can_keep()) {
+	if (!a->keep) {
 		if (a->first && bp->prod) {
 			a->fallback++;
 			klu_bp_count.fallback++;
@@ -289,23 +306,26 @@ static void klu_bp_arm_one(struct eventfd_ctx *ctx, void *data)
 	bp->state = KLU_BP_ARMED;
 	bp->vm = a->vm;
 	bp->mover = current;
+	a->armed += !!bp->prod;
 }
 
 /*
- * Before the irqfds of @vm are detached from a core: their consumers are to be saved
- * rather than disconnected.  @first: the move's first detach (a failed move detaches
- * from the new VM too).  The number of connected irqfds that a posting host makes
- * disconnect instead, on the first call.
+ * Before the irqfds of @vm are detached from a core: with @keep, their consumers are
+ * to be saved rather than disconnected, and @armed gets how many are connected.
+ * @first: the move's first detach (a failed move detaches from the new VM too).
+ * Returns the number of connected irqfds that disconnect instead (without @keep), on
+ * the first call.
  */
-unsigned int klu_bypass_arm(struct klu_vm *vm, bool first)
+unsigned int klu_bypass_arm(struct klu_vm *vm, bool first, bool keep, unsigned int *armed)
 {
-	struct klu_bp_arm a = { .vm = vm, .first = first };
+	struct klu_bp_arm a = { .vm = vm, .first = first, .keep = keep };
 
 	mutex_lock(&klu_bp_reg_lock);
 	mutex_lock(&klu_bp_lock);
 	klu_journal_irqfds(&vm->journal, klu_bp_arm_one, &a);
 	mutex_unlock(&klu_bp_lock);
 	mutex_unlock(&klu_bp_reg_lock);
+	*armed = a.armed;
 	return a.fallback;
 }
 
@@ -366,12 +386,14 @@ static ssize_t irqbypass_show(struct kobject *kobj, struct kobj_attribute *attr,
 		parked += bp->state == KLU_BP_PARKED;
 	}
 	n = sysfs_emit(buf,
-		       "mode=%s consumers=%u connected=%u parked=%u add=%lu del=%lu save=%lu restore=%lu fallback=%lu orphaned=%lu\n",
+		       "mode=%s consumers=%u connected=%u parked=%u add=%lu del=%lu save=%lu restore=%lu fallback=%lu orphaned=%lu posting=%s",
 		       klu_bp_can_keep() ? "keep" : "fallback", consumers, connected, parked,
 		       klu_bp_count.add, klu_bp_count.del, klu_bp_count.save,
-		       klu_bp_count.restore, klu_bp_count.fallback, klu_bp_count.orphaned);
+		       klu_bp_count.restore, klu_bp_count.fallback, klu_bp_count.orphaned,
+		       klu_bypass_posting() ? "yes" : "no");
 	mutex_unlock(&klu_bp_lock);
-	return n;
+	n += klu_pi_show(buf, n);
+	return n + sysfs_emit_at(buf, n, "\n");
 }
 
 struct kobj_attribute klu_irqbypass_attr = __ATTR_RO(irqbypass);

@@ -209,9 +209,12 @@ static int __init klu_thin_init(void)
 	r = klu_vmx_init();
 	if (r)
 		goto out_svm;
-	r = klu_hooks_init();
+	r = klu_pi_init();
 	if (r)
 		goto out_vmx;
+	r = klu_hooks_init();
+	if (r)
+		goto out_pi;
 	r = klu_dev_init();
 	if (r)
 		goto out_hooks;
@@ -221,6 +224,8 @@ static int __init klu_thin_init(void)
 
 out_hooks:
 	klu_hooks_exit();
+out_pi:
+	klu_pi_exit();
 out_vmx:
 	klu_vmx_exit();
 out_svm:
@@ -238,6 +243,7 @@ static void __exit klu_thin_exit(void)
 	klu_unload_exit();
 	klu_dev_exit();
 	klu_hooks_exit();
+	klu_pi_exit();
 	klu_vmx_exit();
 	klu_svm_exit();
 	klu_uret_exit();

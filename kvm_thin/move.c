@@ -61,6 +61,9 @@ enum klu_step {
 	KLU_STEP_COMMIT,
 };
 
+/* fail_move_step's one point inside a step: commit, after the descriptor handover. */
+#define KLU_FAULT_IRQFDS	9
+
 static const char * const klu_step_name[] = {
 	[KLU_STEP_CHECK] = "check",
 	[KLU_STEP_QUIESCE] = "quiesce",
@@ -89,6 +92,10 @@ struct klu_move {
 	bool irqfds_off;		/* detached from the old VM */
 	bool irqfds_new;		/* attached to the new VM */
 	unsigned int bp_kept, bp_fallback;	/* irq bypasses handed over, or not */
+	bool bp_keep;			/* hand connected bypasses over */
+	bool pi_on;			/* and the vCPUs' posted-interrupt descriptors */
+	char bp_why[80];		/* why not, on a host that posts */
+	struct klu_pi_move pi;
 	struct list_head graves;	/* core files to close once the vCPUs run again */
 	u32 *msrs;			/* the MSR indices to move */
 	u32 nr_msrs;
@@ -752,10 +759,32 @@ static int klu_commit(struct klu_move *mv)
 		i++;
 	}
 	/*
+	 * The posted-interrupt descriptors, after every state ioctl (KVM_SET_LAPIC clears
+	 * the new vCPU's): what the IOMMU posted since the old vCPU's KVM_GET_LAPIC stays
+	 * pending in them, and the new vCPUs take it in on their first entry.
+	 */
+	if (mv->pi_on) {
+		unsigned int n = 0;
+
+		i = 0;
+		list_for_each_entry(kf, &vm->files, node) {
+			if (kf->kind == KLU_FILE_VCPU)
+				mv->pi.new[n++] = mv->new[i];
+			i++;
+		}
+		mv->pi.new_vm = mv->new[0];
+		r = klu_pi_hand_over(&mv->pi);
+		if (r)
+			return klu_fail(mv, r, "no memory for posted-interrupt descriptors");
+	}
+	/*
 	 * The irqfds last: from here on an eventfd signal goes to the new VM, whose vCPUs
 	 * and irqchip have their state; one that came while they were detached is still
 	 * counted in its eventfd, and KVM injects it when the irqfd is attached.
 	 */
+	if (klu_fail_move_step == KLU_FAULT_IRQFDS)
+		return klu_fail(mv, -EIO, "fault injected (fail_move_step=%u)",
+				klu_fail_move_step);
 	mv->irqfds_new = true;
 	r = klu_journal_replay(&vm->journal, mv->new[0], mv->scratch, KLU_SCRATCH_ARG,
 			       KLU_REPLAY_IRQFDS_ON);
@@ -819,7 +848,18 @@ static int klu_move_prepare(struct klu_move *mv)
 		mv->nr_files++;
 	mv->new = kcalloc(mv->nr_files, sizeof(*mv->new), GFP_KERNEL);
 	mv->pending_buf = kcalloc(mv->nr_files, sizeof(*mv->pending_buf), GFP_KERNEL);
-	return mv->new && mv->pending_buf ? 0 : -ENOMEM;
+	mv->pi.old = kcalloc(mv->nr_files, sizeof(*mv->pi.old), GFP_KERNEL);
+	mv->pi.new = kcalloc(mv->nr_files, sizeof(*mv->pi.new), GFP_KERNEL);
+	if (!mv->new || !mv->pending_buf || !mv->pi.old || !mv->pi.new)
+		return -ENOMEM;
+	list_for_each_entry(kf, &vm->files, node) {
+		if (kf->kind == KLU_FILE_VCPU)
+			mv->pi.old[mv->pi.n++] = kf->core;
+	}
+	mv->pi.old_vm = mv->old_vm;
+	mv->pi.from = vm->core;
+	mv->pi.to = mv->to;
+	return 0;
 }
 
 /*
@@ -829,10 +869,19 @@ static int klu_move_prepare(struct klu_move *mv)
  */
 static int klu_detach_irqfds(struct klu_move *mv)
 {
+	bool pi_ok = false;
+	unsigned int armed;
 	int r;
 
-	/* A connected irq bypass is saved rather than disconnected (bypass.c). */
-	mv->bp_fallback = klu_bypass_arm(mv->vm, true);
+	/*
+	 * A connected irq bypass is saved rather than disconnected (bypass.c).  Where the
+	 * IOMMU posts, only if the posted-interrupt descriptors can be handed over too.
+	 */
+	if (klu_pi_wanted())
+		pi_ok = klu_pi_possible(&mv->pi, mv->bp_why, sizeof(mv->bp_why));
+	mv->bp_keep = !klu_bypass_posting() || pi_ok;
+	mv->bp_fallback = klu_bypass_arm(mv->vm, true, mv->bp_keep, &armed);
+	mv->pi_on = pi_ok && armed;
 	mv->irqfds_off = true;
 	r = klu_journal_replay(&mv->vm->journal, mv->old_vm, mv->scratch, KLU_SCRATCH_ARG,
 			       KLU_REPLAY_IRQFDS_OFF);
@@ -847,10 +896,13 @@ static int klu_detach_irqfds(struct klu_move *mv)
 static void klu_move_discard(struct klu_move *mv)
 {
 	struct klu_grave *g;
+	unsigned int armed;
 	int i, r;
 
+	/* The old vCPUs take their posted-interrupt descriptors back first. */
+	klu_pi_hand_back(&mv->pi);
 	if (mv->irqfds_new) {
-		klu_bypass_arm(mv->vm, false);
+		klu_bypass_arm(mv->vm, false, mv->bp_keep, &armed);
 		klu_journal_replay(&mv->vm->journal, mv->new[0], mv->scratch, KLU_SCRATCH_ARG,
 				   KLU_REPLAY_IRQFDS_OFF);
 	}
@@ -888,6 +940,7 @@ static void klu_move_record(struct klu_move *mv, const char *from, u64 t_end)
 	vm->commit_ns = mv->t_state ? t_end - mv->t_state : 0;
 	vm->bypass_kept = mv->bp_kept;
 	vm->bypass_fallback = mv->bp_fallback;
+	vm->pi_handed = mv->pi.handed ? mv->pi.n : 0;
 	trace_kvm_thin_move_end(vm->id, mv->result, vm->move_step, vm->blackout_ns,
 				vm->quiesce_ns, vm->rebuild_ns, vm->state_ns, vm->commit_ns);
 }
@@ -955,6 +1008,7 @@ static int klu_move_thread(void *data)
 		klu_journal_resample_kick(&vm->journal);
 	if (mv->irqfds_off)
 		mv->bp_kept = klu_bypass_move_end(vm);
+	klu_pi_move_end(&mv->pi);
 	mv->result = r;
 	klu_move_record(mv, from, ktime_get_ns());
 	mutex_unlock(&vm->files_lock);
@@ -1019,8 +1073,12 @@ static int klu_move_vm(struct klu_vm *vm, struct klu_core *to)
 			vm->quiesce_ns / 1000, vm->rebuild_ns / 1000, vm->state_ns / 1000,
 			vm->commit_ns / 1000);
 	if (vm->bypass_fallback)
-		pr_info("VM %lu: %u irq bypass(es) were disconnected and connected again, through remapped mode: this host posts interrupts, and kvm_thin does not hand posted-interrupt descriptors over yet\n",
-			vm->id, vm->bypass_fallback);
+		pr_info("VM %lu: %u irq bypass(es) disconnected and connected again (remapped mode): %s\n",
+			vm->id, vm->bypass_fallback,
+			mv->bp_why[0] ? mv->bp_why :
+			"the IOMMU posts into AVIC pages, which a move does not hand over");
+	kfree(mv->pi.old);
+	kfree(mv->pi.new);
 	kfree(mv->new);
 	kfree(mv->pending_buf);
 	kfree(mv->msrs);

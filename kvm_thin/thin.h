@@ -106,6 +106,7 @@ struct klu_vm {
 	char move_step[24];
 	u64 blackout_ns, quiesce_ns, rebuild_ns, state_ns, commit_ns;
 	unsigned int bypass_kept, bypass_fallback;	/* irqfds: see bypass.c */
+	unsigned int pi_handed;			/* vCPUs: see pi.c */
 	char move_from[KLU_TAG_MAX], move_to[KLU_TAG_MAX];
 };
 
@@ -151,11 +152,33 @@ bool klu_journal_is_state(unsigned int ioctl);
 
 /* bypass.c: the irq-bypass consumers of the irqfds, across moves */
 struct eventfd_ctx;
-unsigned int klu_bypass_arm(struct klu_vm *vm, bool first);
+unsigned int klu_bypass_arm(struct klu_vm *vm, bool first, bool keep,
+			    unsigned int *armed);
+bool klu_bypass_posting(void);
 unsigned int klu_bypass_move_end(struct klu_vm *vm);
 extern struct kobj_attribute klu_irqbypass_attr;
 void klu_journal_irqfds(struct list_head *journal, void (*fn)(struct eventfd_ctx *, void *),
 			void *data);
+
+/* pi.c: VMX posted-interrupt descriptors, handed over by a move */
+struct klu_pi_move {
+	struct klu_core *from, *to;
+	const struct klu_pi_ops *from_ops, *to_ops;
+	unsigned int n;			/* vCPUs */
+	struct file *old_vm, *new_vm;	/* the cores' VM files */
+	struct file **old, **new;	/* and vCPU files, in the same order */
+	struct pi_desc **spare;		/* the old vCPUs' after the handover */
+	struct pi_desc **own;		/* the new vCPUs' before it */
+	bool handed;
+};
+int klu_pi_init(void);
+void klu_pi_exit(void);
+bool klu_pi_wanted(void);
+bool klu_pi_possible(struct klu_pi_move *pm, char *why, size_t size);
+int klu_pi_hand_over(struct klu_pi_move *pm);
+void klu_pi_hand_back(struct klu_pi_move *pm);
+void klu_pi_move_end(struct klu_pi_move *pm);
+int klu_pi_show(char *buf, int at);
 
 /* move.c */
 int klu_move_init(struct kobject *parent);
@@ -204,7 +227,6 @@ int KLU_THIN(cpuhp_setup_state)(enum cpuhp_state state, const char *name, bool i
 void KLU_THIN(cpuhp_remove_state)(enum cpuhp_state state, bool invoke);
 void KLU_THIN(perf_register_guest_info_callbacks)(struct perf_guest_info_callbacks *cbs);
 void KLU_THIN(perf_unregister_guest_info_callbacks)(struct perf_guest_info_callbacks *cbs);
-void KLU_THIN(set_posted_intr_wakeup_handler)(void (*handler)(void));
 void KLU_THIN(emergency_register_virt_callback)(cpu_emergency_virt_cb *callback);
 void KLU_THIN(emergency_unregister_virt_callback)(cpu_emergency_virt_cb *callback);
 void KLU_THIN(intel_pt_handle_vmx)(int on);

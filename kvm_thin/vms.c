@@ -68,12 +68,12 @@ static ssize_t last_move_show(struct kobject *kobj, struct kobj_attribute *attr,
 		n = sysfs_emit(buf, "none\n");
 	else
 		n = sysfs_emit(buf,
-			       "%s from=%s to=%s step=%s error=%d blackout_ns=%llu quiesce_ns=%llu rebuild_ns=%llu state_ns=%llu commit_ns=%llu irqbypass_kept=%u irqbypass_fallback=%u\n",
+			       "%s from=%s to=%s step=%s error=%d blackout_ns=%llu quiesce_ns=%llu rebuild_ns=%llu state_ns=%llu commit_ns=%llu irqbypass_kept=%u irqbypass_fallback=%u pi_handed=%u\n",
 			       vm->move_result ? "failed" : "ok", vm->move_from,
 			       vm->move_to, vm->move_step, vm->move_result,
 			       vm->blackout_ns, vm->quiesce_ns, vm->rebuild_ns,
 			       vm->state_ns, vm->commit_ns, vm->bypass_kept,
-			       vm->bypass_fallback);
+			       vm->bypass_fallback, vm->pi_handed);
 	up_read(&vm->lock);
 	return n;
 }

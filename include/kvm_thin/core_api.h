@@ -65,4 +65,35 @@ int KLU_THIN(irq_bypass_register)(struct irq_bypass_consumer *cons,
 void KLU_THIN(irq_bypass_unregister)(struct irq_bypass_consumer *cons,
 				     const struct klu_bypass_ops *ops);
 
+/*
+ * VMX posted-interrupt descriptors are kvm_thin's memory (kvm_core/patches/vmx-pi-desc*),
+ * so that a live move can hand a vCPU's descriptor, whose physical address a posted IRTE
+ * holds, to the new core's vCPU.  kvm_core/klu_vmx_pi.c implements the operations for
+ * each VMX core; @vcpu and @vm are the core's own vCPU and VM files.  kvm_thin calls them
+ * with the VM quiesced, in this order: check (each old vCPU), release (old) and adopt
+ * (new) per vCPU, then settle (the new VM) once; a failed move reverses it the same way.
+ */
+struct pi_desc;
+struct file;
+struct module;
+
+struct klu_pi_ops {
+	/* 0 if @vcpu's descriptor can be handed over now, -EBUSY while L2 runs. */
+	int (*check)(struct file *vcpu);
+	/* @vcpu lets its descriptor go and takes @spare (any content); returns the old. */
+	struct pi_desc *(*release)(struct file *vcpu, struct pi_desc *spare);
+	/* @vcpu takes @desc, with what its own had pending; returns its own. */
+	struct pi_desc *(*adopt)(struct file *vcpu, struct pi_desc *desc);
+	/* Once no injection can still reach the descriptors @own returned, merge them. */
+	void (*settle)(struct file *vm, unsigned int n, struct file **vcpus,
+		       struct pi_desc **own);
+};
+
+struct pi_desc *KLU_THIN(pi_desc_alloc)(void);
+void KLU_THIN(pi_desc_free)(struct pi_desc *desc);
+/* The posted-interrupt wake-up handler of a VMX core (NULL: its module's, removed). */
+void KLU_THIN(set_posted_intr_wakeup_handler)(void (*handler)(void));
+/* A VMX core's vendor module offers (@ops) or withdraws (NULL) its operations. */
+void KLU_THIN(pi_ops)(struct module *owner, const struct klu_pi_ops *ops);
+
 #endif
