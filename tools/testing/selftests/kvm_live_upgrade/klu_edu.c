@@ -75,21 +75,25 @@ static bool link_name(const char *path, char *buf, size_t size)
 	return true;
 }
 
-void klu_edu_find(struct klu_edu *e, const char *want)
+bool klu_edu_is_edu(const char *pci)
 {
 	char path[300], vendor[32], device[32];
+
+	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/vendor", pci);
+	if (!klu_read_line(path, vendor, sizeof(vendor)) || strcmp(vendor, KLU_EDU_VENDOR))
+		return false;
+	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/device", pci);
+	return klu_read_line(path, device, sizeof(device)) && !strcmp(device, KLU_EDU_DEVICE);
+}
+
+void klu_edu_find(struct klu_edu *e, const char *want)
+{
 	struct dirent *d;
 	DIR *dir = opendir("/sys/bus/pci/devices");
 
 	while (dir && (d = readdir(dir))) {
 		if (d->d_name[0] == '.' || strlen(d->d_name) >= sizeof(e->pci) ||
-		    (want && strcmp(want, d->d_name)))
-			continue;
-		snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/vendor", d->d_name);
-		if (!klu_read_line(path, vendor, sizeof(vendor)) || strcmp(vendor, KLU_EDU_VENDOR))
-			continue;
-		snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/device", d->d_name);
-		if (!klu_read_line(path, device, sizeof(device)) || strcmp(device, KLU_EDU_DEVICE))
+		    (want && strcmp(want, d->d_name)) || !klu_edu_is_edu(d->d_name))
 			continue;
 		memcpy(e->pci, d->d_name, strlen(d->d_name) + 1);
 		break;
@@ -144,13 +148,13 @@ int klu_edu_bind(struct klu_edu *e, const char *driver)
 	return atoi(group);
 }
 
-int64_t klu_edu_host_msi_count(const char *pci)
+int64_t klu_edu_host_irq_count(const char *pci, bool msix, uint32_t vector)
 {
 	char want[64], line[4096], *p, *end;
 	int64_t sum = -1;
 	FILE *f;
 
-	snprintf(want, sizeof(want), "vfio-msi[0](%s)", pci);
+	snprintf(want, sizeof(want), "vfio-%s[%u](%s)", msix ? "msix" : "msi", vector, pci);
 	f = fopen("/proc/interrupts", "r");
 	while (f && fgets(line, sizeof(line), f)) {
 		p = strstr(line, want) ? strchr(line, ':') : NULL;
@@ -169,6 +173,11 @@ int64_t klu_edu_host_msi_count(const char *pci)
 	if (f)
 		fclose(f);
 	return sum;
+}
+
+int64_t klu_edu_host_msi_count(const char *pci)
+{
+	return klu_edu_host_irq_count(pci, false, 0);
 }
 
 /* ---- the device through VFIO -------------------------------------------------------- */
@@ -203,7 +212,7 @@ void klu_edu_cfg_wr16(struct klu_edu *e, uint32_t off, uint16_t v)
 		edu_fail(e, "edu: config write at 0x%x: %s", off, strerror(errno));
 }
 
-static uint64_t region_offset(struct klu_edu *e, uint32_t index, uint64_t min_size)
+uint64_t klu_edu_region(struct klu_edu *e, uint32_t index, uint64_t min_size)
 {
 	struct vfio_region_info ri = { .argsz = sizeof(ri), .index = index };
 
@@ -222,8 +231,8 @@ void klu_edu_regions(struct klu_edu *e)
 {
 	uint32_t id;
 
-	e->bar0 = region_offset(e, VFIO_PCI_BAR0_REGION_INDEX, 0x100);
-	e->config = region_offset(e, VFIO_PCI_CONFIG_REGION_INDEX, 0x40);
+	e->bar0 = klu_edu_region(e, VFIO_PCI_BAR0_REGION_INDEX, 0x100);
+	e->config = klu_edu_region(e, VFIO_PCI_CONFIG_REGION_INDEX, 0x40);
 	id = klu_edu_rd(e, EDU_ID);
 	if ((id & 0xff) != 0xed)
 		edu_fail(e, "edu identification register reads 0x%08x, want 0x......ed", id);
@@ -263,7 +272,10 @@ void klu_edu_open(struct klu_edu *e, int group_nr, unsigned int flags)
 	e->device = ioctl(e->group, VFIO_GROUP_GET_DEVICE_FD, e->pci);
 	if (e->device < 0)
 		edu_fail(e, "VFIO_GROUP_GET_DEVICE_FD %s: %s", e->pci, strerror(errno));
-	klu_edu_regions(e);
+	if (flags & KLU_EDU_ANY_DEVICE)
+		e->config = klu_edu_region(e, VFIO_PCI_CONFIG_REGION_INDEX, 0x40);
+	else
+		klu_edu_regions(e);
 	/* VFIO cleared bus mastering when it opened the device. */
 	klu_edu_cfg_wr16(e, PCI_CMD_OFF, klu_edu_cfg_rd16(e, PCI_CMD_OFF) | PCI_CMD_MEMORY |
 			 PCI_CMD_MASTER);
@@ -284,29 +296,37 @@ void klu_edu_close(struct klu_edu *e)
 
 void klu_edu_msi_enable(struct klu_edu *e, int efd)
 {
-	struct vfio_irq_info info = { .argsz = sizeof(info), .index = VFIO_PCI_MSI_IRQ_INDEX };
+	klu_edu_irq_enable(e, VFIO_PCI_MSI_IRQ_INDEX, 0, efd);
+}
+
+void klu_edu_irq_enable(struct klu_edu *e, uint32_t index, uint32_t vector, int efd)
+{
+	const char *kind = index == VFIO_PCI_MSIX_IRQ_INDEX ? "MSI-X" : "MSI";
+	struct vfio_irq_info info = { .argsz = sizeof(info), .index = index };
 	union {
 		struct vfio_irq_set s;
 		uint8_t buf[sizeof(struct vfio_irq_set) + sizeof(int32_t)];
 	} u;
 	int32_t fd;
 
-	if (ioctl(e->device, VFIO_DEVICE_GET_IRQ_INFO, &info) < 0 || info.count < 1)
-		edu_fail(e, "edu has no MSI vector (VFIO_DEVICE_GET_IRQ_INFO: %s, count %u)",
-			 strerror(errno), info.count);
+	if (ioctl(e->device, VFIO_DEVICE_GET_IRQ_INFO, &info) < 0)
+		edu_fail(e, "VFIO_DEVICE_GET_IRQ_INFO %s: %s", kind, strerror(errno));
+	if (info.count <= vector)
+		edu_fail(e, "%s has no %s vector %u (VFIO says it has %u)", e->pci, kind, vector,
+			 info.count);
 	e->efd = efd >= 0 ? efd : eventfd(0, EFD_CLOEXEC);
 	if (e->efd < 0)
 		edu_fail(e, "eventfd: %s", strerror(errno));
 	memset(&u, 0, sizeof(u));
 	u.s.argsz = sizeof(u.buf);
 	u.s.flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
-	u.s.index = VFIO_PCI_MSI_IRQ_INDEX;
-	u.s.start = 0;
+	u.s.index = index;
+	u.s.start = vector;
 	u.s.count = 1;
 	fd = e->efd;
 	memcpy(u.s.data, &fd, sizeof(fd));
 	if (ioctl(e->device, VFIO_DEVICE_SET_IRQS, &u.s) < 0)
-		edu_fail(e, "VFIO_DEVICE_SET_IRQS MSI: %s", strerror(errno));
+		edu_fail(e, "VFIO_DEVICE_SET_IRQS %s vector %u: %s", kind, vector, strerror(errno));
 }
 
 /* "iova %#llx": 0 prints as "iova 0", the others with their 0x. */

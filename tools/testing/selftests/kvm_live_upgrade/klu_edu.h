@@ -5,6 +5,9 @@
  * VMM does (container, group, device; type1v2), its BAR0 registers and config space,
  * its MSI on an eventfd, DMA mappings, and the host's count of its interrupt.
  *
+ * The VFIO part serves any PCI device on vfio-pci too (vm_irte -d): klu_edu_open() with
+ * KLU_EDU_ANY_DEVICE, klu_edu_region(), klu_edu_irq_enable(), klu_edu_host_irq_count().
+ *
  * Every error ends the calling test through the struct's fail or skip callback (the
  * caller's own TAP line), never by returning: a NULL callback is klu_fail/klu_skip.
  *
@@ -13,6 +16,7 @@
 #ifndef KLU_EDU_H
 #define KLU_EDU_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "klu_vm.h"
@@ -60,6 +64,10 @@ struct klu_edu {
 
 /* klu_edu_open() flags */
 #define KLU_EDU_NEED_VADDR	1	/* skip unless type1 has VFIO_UPDATE_VADDR */
+#define KLU_EDU_ANY_DEVICE	2	/* not edu: no BAR0 nor identification check */
+
+/* PCI device @pci (a name in /sys/bus/pci/devices) is an edu. */
+bool klu_edu_is_edu(const char *pci);
 
 /* The first edu device into @e->pci, or @want if it is one; a skip if there is none. */
 void klu_edu_find(struct klu_edu *e, const char *want);
@@ -74,6 +82,11 @@ int klu_edu_bind(struct klu_edu *e, const char *driver);
  * turn on memory decoding and bus mastering: what a VMM does at start.
  */
 void klu_edu_open(struct klu_edu *e, int group_nr, unsigned int flags);
+/*
+ * The offset of VFIO region @index in the device file; fails unless it is readable,
+ * writable and at least @min_size bytes.
+ */
+uint64_t klu_edu_region(struct klu_edu *e, uint32_t index, uint64_t min_size);
 /* The BAR0 and config region offsets; checks edu's identification register. */
 void klu_edu_regions(struct klu_edu *e);
 /* Close the device, group and container that are open (not the eventfd). */
@@ -86,6 +99,11 @@ void klu_edu_cfg_wr16(struct klu_edu *e, uint32_t off, uint16_t v);
 
 /* The device's one MSI vector signals @efd (< 0: a new eventfd), kept in @e->efd. */
 void klu_edu_msi_enable(struct klu_edu *e, int efd);
+/*
+ * Vector @vector of VFIO interrupt @index (VFIO_PCI_MSI_IRQ_INDEX or _MSIX_) signals
+ * @efd (< 0: a new eventfd), kept in @e->efd.
+ */
+void klu_edu_irq_enable(struct klu_edu *e, uint32_t index, uint32_t vector, int efd);
 
 void klu_edu_dma_map(struct klu_edu *e, void *mem, uint64_t iova, uint64_t size,
 		     uint32_t flags);
@@ -101,5 +119,7 @@ void klu_edu_dma_wait(struct klu_edu *e, uint64_t timeout_ns, const char *what);
  * summed over the CPUs; -1 if there is no such line.
  */
 int64_t klu_edu_host_msi_count(const char *pci);
+/* The same for any vector: the "vfio-msi[N](...)" or "vfio-msix[N](...)" line. */
+int64_t klu_edu_host_irq_count(const char *pci, bool msix, uint32_t vector);
 
 #endif

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -86,6 +87,35 @@ int klu_thin_vm_id(void)
 	if (dir)
 		closedir(dir);
 	return id;
+}
+
+int klu_vm_msi_irqfd(struct klu_vm *vm, uint32_t gsi, uint32_t vector)
+{
+	struct {
+		struct kvm_irq_routing r;
+		struct kvm_irq_routing_entry e[1];
+	} routing = {
+		.r.nr = 1,
+		.e[0] = {
+			.gsi = gsi,
+			.type = KVM_IRQ_ROUTING_MSI,
+			.u.msi = { .address_lo = 0xfee00000, .data = vector },
+		},
+	};
+	struct kvm_irqfd irqfd = { .gsi = gsi };
+	int efd;
+
+	if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_IRQFD) <= 0)
+		klu_skip("KVM has no irqfd (KVM_CAP_IRQFD)");
+	if (ioctl(vm->vm_fd, KVM_SET_GSI_ROUTING, &routing) < 0)
+		klu_fail("KVM_SET_GSI_ROUTING: %s", strerror(errno));
+	efd = eventfd(0, EFD_CLOEXEC);
+	if (efd < 0)
+		klu_fail("eventfd: %s", strerror(errno));
+	irqfd.fd = efd;
+	if (ioctl(vm->vm_fd, KVM_IRQFD, &irqfd) < 0)
+		klu_fail("KVM_IRQFD: %s", strerror(errno));
+	return efd;
 }
 
 static void flat_segment(struct kvm_segment *s, uint16_t sel, uint8_t type)

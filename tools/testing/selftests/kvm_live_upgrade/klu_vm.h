@@ -72,6 +72,11 @@ bool klu_vcpu_hold(struct klu_vm *vm, int vcpu, pthread_t thread);
 void klu_vcpu_release(struct klu_vm *vm, int vcpu);
 void klu_vcpu_dump(struct klu_vm *vm, int vcpu);
 void klu_vm_destroy(struct klu_vm *vm);
+/*
+ * The VM's only GSI route: @gsi, an MSI with @vector to APIC ID 0 (fixed, physical);
+ * and an irqfd on it, whose new eventfd is returned.  A skip without irqfds.
+ */
+int klu_vm_msi_irqfd(struct klu_vm *vm, uint32_t gsi, uint32_t vector);
 uint64_t klu_now_ns(void);
 /* The first line of @path into @buf, its newline dropped; false if it cannot be read. */
 bool klu_read_line(const char *path, char *buf, size_t size);

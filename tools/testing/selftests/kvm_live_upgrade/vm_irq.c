@@ -28,11 +28,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "klu_edu.h"
+#include "klu_thin.h"
 #include "klu_vm.h"
 
 #define STALL_NS	5000000000ull
@@ -56,36 +56,6 @@ static void *vcpu_thread(void *arg)
 	klu_vcpu_run_to_done(r->vm, r->vcpu, &r->res);
 	KLU_WRITE(r->done, 1);
 	return NULL;
-}
-
-/* gsi MSI_GSI: an MSI to APIC ID 0 with KLU_VEC_MSI; and an irqfd on it. */
-static int setup_irqfd(struct klu_vm *vm)
-{
-	struct {
-		struct kvm_irq_routing r;
-		struct kvm_irq_routing_entry e[1];
-	} routing = {
-		.r.nr = 1,
-		.e[0] = {
-			.gsi = MSI_GSI,
-			.type = KVM_IRQ_ROUTING_MSI,
-			.u.msi = { .address_lo = 0xfee00000, .data = KLU_VEC_MSI },
-		},
-	};
-	struct kvm_irqfd irqfd = { .gsi = MSI_GSI };
-	int efd;
-
-	if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_IRQFD) <= 0)
-		klu_skip("KVM has no irqfd (KVM_CAP_IRQFD)");
-	if (ioctl(vm->vm_fd, KVM_SET_GSI_ROUTING, &routing) < 0)
-		klu_fail("KVM_SET_GSI_ROUTING: %s", strerror(errno));
-	efd = eventfd(0, EFD_CLOEXEC);
-	if (efd < 0)
-		klu_fail("eventfd: %s", strerror(errno));
-	irqfd.fd = efd;
-	if (ioctl(vm->vm_fd, KVM_IRQFD, &irqfd) < 0)
-		klu_fail("KVM_IRQFD: %s", strerror(errno));
-	return efd;
 }
 
 /* -e: edu through vfio-pci, opened as a VMM does; its MSI is enabled later. */
@@ -191,10 +161,10 @@ static void print_stall(struct klu_vm *vm, struct klu_irq_counts *counts,
 /* kvm_thin's irqbypass file says the host's interrupt remapping does not post. */
 static bool host_posts_nothing(void)
 {
-	char line[256];
+	char line[512];
 
 	return klu_read_line("/sys/kernel/kvm_thin/irqbypass", line, sizeof(line)) &&
-	       !strncmp(line, "mode=keep ", 10);
+	       strstr(line, " posting=no");
 }
 
 int main(int argc, char **argv)
@@ -249,7 +219,7 @@ int main(int argc, char **argv)
 	khz = ioctl(vm->vcpu_fd[0], KVM_GET_TSC_KHZ, 0);
 	if (khz <= 0)
 		klu_fail("KVM_GET_TSC_KHZ: %s", strerror(errno));
-	efd = setup_irqfd(vm);
+	efd = klu_vm_msi_irqfd(vm, MSI_GSI, KLU_VEC_MSI);
 	if (edu_want)
 		edu_msi_enable(efd);
 	counts = (struct klu_irq_counts *)(vm->mem + KLU_COUNTS_GPA);
@@ -395,7 +365,7 @@ int main(int argc, char **argv)
 		       (long long)edu_host_start, host, grew);
 		/*
 		 * A host that posts the device's interrupts to the vCPU does not count them:
-		 * checked only where kvm_thin says nothing posts (mode=keep).
+		 * checked only where kvm_thin says nothing posts (posting=no).
 		 */
 		if (!host_posts_nothing())
 			printf("# the host count is not checked: interrupts may be posted here\n");
