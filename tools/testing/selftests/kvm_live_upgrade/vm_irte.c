@@ -22,7 +22,7 @@
  *     skipped.
  * At the end: the guest counted every MSI raised exactly once, the moves ran while at
  * least 2 * round trips * MIN_PER_MOVE were raised, the IRTE is still as it was, and,
- * where kvm_thin says nothing posts (mode=keep) and the entry is remapped, the host's
+ * where kvm_thin keeps the bypass (mode=keep) and the entry is remapped, the host's
  * count of the device's interrupt grew by the number raised (a posted interrupt does not
  * reach the host).  Each check prints what it wanted and what it saw.
  *
