@@ -22,7 +22,6 @@
 
 #include <linux/module.h>
 #include <linux/slab.h>
-#include <asm/irq_remapping.h>
 
 #include "thin.h"
 
@@ -100,7 +99,7 @@ static const struct klu_pi_ops *klu_pi_ops_of(struct klu_core *core)
 /* Does a move that keeps a connected irq bypass need the descriptors handed over? */
 bool klu_pi_wanted(void)
 {
-	return klu_pi_always || irq_remapping_cap(IRQ_POSTING_CAP);
+	return klu_pi_always || klu_bypass_posting();
 }
 
 /*
