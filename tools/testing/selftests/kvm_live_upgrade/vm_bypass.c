@@ -154,15 +154,9 @@ static bool host_vmx(void)
 /* last_move's pi_handed against @want. */
 static void check_pi_last_move(const char *when, int want)
 {
-	char line[512];
-	const char *p;
-	int saw = -1;
+	long saw = klu_thin_last_move_field(vm_id, "pi_handed");
 
-	klu_thin_vm_file(vm_id, "last_move", line, sizeof(line));
-	p = strstr(line, " pi_handed=");
-	if (p)
-		sscanf(p, " pi_handed=%d", &saw);
-	klu_check(saw == want, "%s: last_move want pi_handed=%d, saw %d", when, want, saw);
+	klu_check(saw == want, "%s: last_move want pi_handed=%d, saw %ld", when, want, saw);
 }
 
 /*
