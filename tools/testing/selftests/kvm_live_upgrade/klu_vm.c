@@ -57,6 +57,13 @@ uint64_t klu_now_ns(void)
 	return ts.tv_sec * 1000000000ull + ts.tv_nsec;
 }
 
+bool klu_go_on(const char *stop_file, uint64_t start_ns, unsigned int seconds)
+{
+	if (stop_file)
+		return access(stop_file, F_OK) != 0;
+	return klu_now_ns() - start_ns < seconds * 1000000000ull;
+}
+
 bool klu_read_line(const char *path, char *buf, size_t size)
 {
 	FILE *f = fopen(path, "r");

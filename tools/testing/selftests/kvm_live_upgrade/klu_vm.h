@@ -78,6 +78,13 @@ void klu_vm_destroy(struct klu_vm *vm);
  */
 int klu_vm_msi_irqfd(struct klu_vm *vm, uint32_t gsi, uint32_t vector);
 uint64_t klu_now_ns(void);
+/*
+ * Whether a program's rounds go on.  With a stop file (-u FILE), until that file
+ * exists: a test that moves the VM says when it is done with it, so the guest outlives
+ * every move however slow the machine is.  Without one, until @seconds have passed
+ * since @start_ns.
+ */
+bool klu_go_on(const char *stop_file, uint64_t start_ns, unsigned int seconds);
 /* The first line of @path into @buf, its newline dropped; false if it cannot be read. */
 bool klu_read_line(const char *path, char *buf, size_t size);
 /* The id in /sys/kernel/kvm_thin/vms of this process's VM (the last, if several), or -1. */

@@ -4,11 +4,13 @@
 # live_move.sh [SECONDS]: live moves of running VMs on a kvm-live-upgrade host.
 #
 # vm_compute (2 vCPUs, 4 MiB hashed per round) and vm_irq (2 vCPUs: timer ticks, an
-# IPI ring, irqfd MSIs) run for SECONDS (12) on the active core.  Every VM of the host
-# moves to another loaded core (its tag written to /sys/kernel/kvm_thin/move), and
-# about 2 s later back to the original core.  After each move both VMs must be on the
-# core moved to, with a last_move that starts with "ok"; at the end both programs must
-# exit 0 (each guest's results checked by the host, no interrupt lost or doubled).
+# IPI ring, irqfd MSIs) run on the active core.  Every VM of the host moves to another
+# loaded core (its tag written to /sys/kernel/kvm_thin/move), runs there for SECONDS
+# (2), and moves back to the original core.  After each move both VMs must be on the
+# core moved to, with a last_move that starts with "ok".  Then the programs are told to
+# stop (a stop file: they run until the moves are done, however slow the host), and
+# both must exit 0 (each guest's results checked by the host, no interrupt lost or
+# doubled).
 # Skips (exit 4) when kvm_thin is not loaded or fewer than two cores are.  The original
 # active core is active again when the test ends, whatever happened.  POSIX sh: it
 # runs under busybox.  vm_compute and vm_irq are taken from this script's directory.
@@ -21,7 +23,7 @@ KSFT_SKIP=4
 
 thin=${KLU_SYS:-/sys/kernel/kvm_thin}
 dir=$(dirname "$0")
-secs=${1:-12}
+secs=${1:-2}
 tmp=
 orig=
 pids=
@@ -172,12 +174,12 @@ orig=$active
 tmp=$(mktemp -d) || fail "mktemp -d failed"
 trap cleanup EXIT
 trap 'fail "interrupted by a signal"' HUP INT TERM
-say "cores loaded: $loaded; active: $orig; moving to $other and back, programs run $secs s"
+say "cores loaded: $loaded; active: $orig; moving to $other, $secs s there, and back"
 
-"$dir/vm_compute" -c 2 -m 4 -s "$secs" > "$tmp/vm_compute.out" 2>&1 &
+"$dir/vm_compute" -c 2 -m 4 -u "$tmp/stop" > "$tmp/vm_compute.out" 2>&1 &
 pc=$!
 pids=$pc
-"$dir/vm_irq" -c 2 -s "$secs" > "$tmp/vm_irq.out" 2>&1 &
+"$dir/vm_irq" -c 2 -u "$tmp/stop" > "$tmp/vm_irq.out" 2>&1 &
 pi=$!
 pids="$pc $pi"
 vm_of $pc || no_vm $pc vm_compute
@@ -189,9 +191,10 @@ say "vm_compute: VM $vmc on $(cat "$thin/vms/$vmc/core"); vm_irq: VM $vmi on $(c
 ok=1
 move "$other" || ok=0
 if [ $ok = 1 ]; then
-	sleep 2
+	sleep "$secs"
 	move "$orig" || ok=0
 fi
+: > "$tmp/stop"
 [ $ok = 1 ] || fail "a move of the running VMs failed ($orig -> $other -> $orig)"
 
 wait $pc

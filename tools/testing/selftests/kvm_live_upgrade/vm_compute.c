@@ -2,8 +2,9 @@
 /*
  * vm_compute: a guest hashes memory the host filled and counts primes with a sieve;
  * the host checks both against its own computation.  With -s it repeats until that
- * many seconds have passed, re-seeding the data each round, so a core that corrupts
- * guest state at any time (wrong VMCS, wrong ASID, stale TLB) is caught.  With -c N
+ * many seconds have passed (with -u FILE, until FILE exists), re-seeding the data each
+ * round, so a core that corrupts guest state at any time (wrong VMCS, wrong ASID, stale
+ * TLB) is caught.  With -c N
  * the VM has N vCPUs, each run by a thread of its own, each computing both results
  * (with a sieve of its own), and the host checks every vCPU's.
  *
@@ -72,13 +73,14 @@ int main(int argc, char **argv)
 {
 	uint32_t data_len = 4 << 20, sieve = 100000, seed = 0x2545f491, expect_primes;
 	unsigned int seconds = 0, rounds = 0, nr_vcpus = 1;
+	const char *stop_file = NULL;
 	struct vcpu_run runs[8];
 	uint64_t exits = 0;
 	struct klu_vm *vm;
 	uint64_t start;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "c:m:p:s:")) != -1) {
+	while ((opt = getopt(argc, argv, "c:m:p:s:u:")) != -1) {
 		switch (opt) {
 		case 'c':
 			nr_vcpus = strtoul(optarg, NULL, 0);
@@ -96,10 +98,12 @@ int main(int argc, char **argv)
 		case 's':
 			seconds = strtoul(optarg, NULL, 0);
 			break;
+		case 'u':
+			stop_file = optarg;
+			break;
 		default:
-			fprintf(stderr,
-				"usage: %s [-c vCPUs] [-m data MiB] [-p sieve limit] [-s seconds]\n",
-				argv[0]);
+			fprintf(stderr, "usage: %s %s\n", argv[0],
+				"[-c vCPUs] [-m data MiB] [-p sieve limit] [-s seconds | -u stop file]");
 			return KSFT_FAIL;
 		}
 	}
@@ -146,7 +150,7 @@ int main(int argc, char **argv)
 					 rounds, v, res->words[1], sieve, expect_primes);
 		}
 		rounds++;
-	} while (klu_now_ns() - start < seconds * 1000000000ull);
+	} while (klu_go_on(stop_file, start, seconds));
 
 	printf("# %u rounds on %u vCPUs: FNV-1a over %u MiB and %u primes below %u,",
 	       rounds, nr_vcpus, data_len >> 20, expect_primes, sieve);

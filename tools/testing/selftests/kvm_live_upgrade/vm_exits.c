@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * vm_exits N [SECONDS [pio|mmio|both]]: a guest does N round trips on an echo the VMM
- * answers: port I/O (OUT then IN, the default), MMIO (a write then a read where no
- * memory slot is, KVM_EXIT_MMIO), or both; the host checks the guest's sum and prints
- * the mean cost of one exit.  The port-I/O figure is the per-exit overhead: run it on
- * the stock modules and on a core, in the same bed.  With SECONDS it repeats until
- * that many seconds have passed.
+ * vm_exits [-u STOPFILE] [N [SECONDS [pio|mmio|both]]]: a guest does N round trips on an
+ * echo the VMM answers: port I/O (OUT then IN, the default), MMIO (a write then a read
+ * where no memory slot is, KVM_EXIT_MMIO), or both; the host checks the guest's sum and
+ * prints the mean cost of one exit.  The port-I/O figure is the per-exit overhead: run it
+ * on the stock modules and on a core, in the same bed.  With SECONDS it repeats until
+ * that many seconds have passed, and with -u until STOPFILE exists (a test that moves
+ * the VM says when it is done with it).
  *
  * Copyright (C) 2026 The kvm-live-upgrade authors.
  */
@@ -16,27 +17,43 @@
 
 #include "klu_vm.h"
 
+static int print_usage(const char *prog)
+{
+	fprintf(stderr, "usage: %s [-u stop file] [N [seconds [pio|mmio|both]]]\n", prog);
+	return KSFT_FAIL;
+}
+
 int main(int argc, char **argv)
 {
-	uint32_t iterations = argc > 1 ? strtoul(argv[1], NULL, 0) : 20000;
-	unsigned int seconds = argc > 2 ? strtoul(argv[2], NULL, 0) : 0, rounds = 0;
-	const char *kind = argc > 3 ? argv[3] : "pio";
+	const char *kind = "pio", *stop_file = NULL;
+	unsigned int seconds = 0, rounds = 0;
+	uint32_t iterations = 20000;
 	uint32_t exits_kind;
 	struct klu_result res;
 	uint64_t t, exits = 0;
 	struct klu_vm *vm;
 	uint32_t expect;
+	int opt;
 
-	if (!strcmp(kind, "pio")) {
-		exits_kind = KLU_EXITS_PIO;
-	} else if (!strcmp(kind, "mmio")) {
-		exits_kind = KLU_EXITS_MMIO;
-	} else if (!strcmp(kind, "both")) {
-		exits_kind = KLU_EXITS_PIO | KLU_EXITS_MMIO;
-	} else {
-		fprintf(stderr, "usage: %s [N [seconds [pio|mmio|both]]]\n", argv[0]);
-		return KSFT_FAIL;
+	while ((opt = getopt(argc, argv, "+u:")) != -1) {
+		if (opt != 'u')
+			return print_usage(argv[0]);
+		stop_file = optarg;
 	}
+	if (optind < argc)
+		iterations = strtoul(argv[optind], NULL, 0);
+	if (optind + 1 < argc)
+		seconds = strtoul(argv[optind + 1], NULL, 0);
+	if (optind + 2 < argc)
+		kind = argv[optind + 2];
+	if (!strcmp(kind, "pio"))
+		exits_kind = KLU_EXITS_PIO;
+	else if (!strcmp(kind, "mmio"))
+		exits_kind = KLU_EXITS_MMIO;
+	else if (!strcmp(kind, "both"))
+		exits_kind = KLU_EXITS_PIO | KLU_EXITS_MMIO;
+	else
+		return print_usage(argv[0]);
 	printf("TAP version 13\n1..1\n");
 	fflush(stdout);
 	expect = (uint32_t)((uint64_t)iterations * (iterations - 1) / 2);
@@ -58,7 +75,7 @@ int main(int argc, char **argv)
 				 res.words[0], res.nr_words, expect);
 		exits += res.exits;
 		rounds++;
-	} while (klu_now_ns() - t < seconds * 1000000000ull);
+	} while (klu_go_on(stop_file, t, seconds));
 	t = klu_now_ns() - t;
 	printf("# rounds=%u exits=%llu ns_per_exit=%llu\n", rounds, (unsigned long long)exits,
 	       (unsigned long long)(t / exits));

@@ -10,8 +10,9 @@
  *     doubled one leaves more received than sent;
  * and vCPU 0 takes MSIs that this program signals through an irqfd, one at a time: each
  * must be counted by the guest before the next is signalled, and no more.
- * The host watches the guest's counters for -s seconds (default 10) and fails as soon
- * as a timer, the ring or an MSI makes no progress for 5 s.
+ * The host watches the guest's counters for -s seconds (default 10), or with -u FILE
+ * until FILE exists, and fails as soon as a timer, the ring or an MSI makes no progress
+ * for 5 s.
  *
  * With -e PCI_DEVICE (or -e auto, the first one), the MSIs come from QEMU's edu device
  * (1234:11e8) through stock vfio-pci (it binds the device to vfio-pci unless it is
@@ -176,13 +177,13 @@ int main(int argc, char **argv)
 	struct vcpu_run runs[KLU_MAX_VCPUS];
 	pthread_t threads[KLU_MAX_VCPUS];
 	uint64_t sent = 0, recv = 0, elapsed_ms, want;
-	const char *edu_want = NULL;
+	const char *edu_want = NULL, *stop_file = NULL;
 	struct klu_params *p;
 	struct klu_vm *vm;
 	long khz;
 	int opt, efd;
 
-	while ((opt = getopt(argc, argv, "c:e:p:s:")) != -1) {
+	while ((opt = getopt(argc, argv, "c:e:p:s:u:")) != -1) {
 		switch (opt) {
 		case 'c':
 			nr_vcpus = strtoul(optarg, NULL, 0);
@@ -200,9 +201,12 @@ int main(int argc, char **argv)
 		case 's':
 			seconds = strtoul(optarg, NULL, 0);
 			break;
+		case 'u':
+			stop_file = optarg;
+			break;
 		default:
 			fprintf(stderr, "usage: %s %s\n", argv[0],
-				"[-c vCPUs] [-e PCI device|auto] [-p timer period ms] [-s seconds]");
+				"[-c vCPUs] [-e PCI device|auto] [-p timer period ms] [-s seconds | -u stop file]");
 			return KSFT_FAIL;
 		}
 	}
@@ -254,9 +258,10 @@ int main(int argc, char **argv)
 		last_tick[v] = start;
 
 	/* One MSI in flight at a time; every 1 ms, the timers and the ring. */
-	while ((now = klu_now_ns()) - start < seconds * 1000000000ull) {
+	while (klu_go_on(stop_file, start, seconds)) {
 		uint64_t r = 0;
 
+		now = klu_now_ns();
 		check_vcpus(runs, nr_vcpus);
 		if (KLU_READ(counts[0].msi) > injected)
 			klu_fail("the guest took %u irqfd interrupts, %u were signalled",

@@ -1,10 +1,16 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * A 512-byte boot sector for an unmodified VMM: it prints "klu-tick N tsc=T" (N = 0..39,
- * or up to KLU_TICKS - 1; T the guest's TSC as the line began, 16 hex digits) on COM1,
- * spinning between lines, then writes 0x31 to isa-debug-exit (port 0xf4), which QEMU
- * turns into exit status (0x31 << 1) | 1 = 99.  The host checks every line, and sees in
- * the TSCs for how long the guest did not run, whatever delays the printing.
+ * A 512-byte boot sector for an unmodified VMM: it prints "klu-tick NNN tsc=T" (NNN =
+ * 000..039, or up to KLU_TICKS - 1, three digits; T the guest's TSC as the line began,
+ * 16 hex digits) on COM1, spinning between lines, then writes 0x31 to isa-debug-exit
+ * (port 0xf4), which QEMU turns into exit status (0x31 << 1) | 1 = 99.  The host checks
+ * every line, and sees in the TSCs for how long the guest did not run, whatever delays
+ * the printing.
+ *
+ * With KLU_WAIT the guest runs until the test tells it to stop: past KLU_TICKS it goes
+ * on ticking until a byte arrives on COM1 (the VMM's serial input), so a test that moves
+ * the VM is never outrun by a guest that ends before its moves.  It gives up after tick
+ * 999 with 0x32 (exit status 101): nobody said stop.
  *
  * Copyright (C) 2026 The kvm-live-upgrade authors.
  */
@@ -14,6 +20,7 @@
 #ifndef KLU_SPIN
 #define KLU_SPIN	0x200000
 #endif
+#define KLU_MAX_TICKS	1000		/* three digits */
 
 	.code16
 	.section .text
@@ -36,16 +43,17 @@ tick:
 	call	putc
 	incw	%bx
 	jmp	1b
-2:	movw	%si, %ax		/* two decimal digits */
-	movb	$10, %cl
-	divb	%cl
-	pushw	%ax
-	addb	$'0', %al
-	call	putc
-	popw	%ax
+2:	movw	%si, %ax		/* three decimal digits (putc keeps %ax) */
+	movb	$100, %cl
+	divb	%cl			/* %al hundreds, %ah the rest */
+	call	putdigit
 	movb	%ah, %al
-	addb	$'0', %al
-	call	putc
+	xorb	%ah, %ah
+	movb	$10, %cl
+	divb	%cl			/* %al tens, %ah units */
+	call	putdigit
+	movb	%ah, %al
+	call	putdigit
 	movw	$tsc, %bx
 5:	movb	(%bx), %al
 	testb	%al, %al
@@ -64,10 +72,28 @@ tick:
 	incw	%si
 	cmpw	$KLU_TICKS, %si
 	jb	tick
-	movw	$0xf4, %dx
+	movb	$0x31, %al		/* done: exit status 99 */
+#ifdef KLU_WAIT
+	movw	$0x3fd, %dx		/* told to stop: COM1 has received a byte */
+	inb	%dx, %al
+	testb	$0x01, %al
 	movb	$0x31, %al
+	jnz	9f
+	cmpw	$KLU_MAX_TICKS, %si
+	jb	tick
+	movb	$0x32, %al		/* never told: exit status 101 */
+9:
+#endif
+	movw	$0xf4, %dx
 	outb	%al, %dx
 	hlt
+
+putdigit:				/* %al (0..9) -> COM1 as a digit, %ax kept */
+	pushw	%ax
+	addb	$'0', %al
+	call	putc
+	popw	%ax
+	ret
 
 putc:					/* al -> COM1, waiting for THR empty */
 	pushw	%dx
