@@ -73,6 +73,20 @@ klu_load() {
 	esac
 }
 
+# klu_core_unload TAG: unload core pair TAG once nothing uses it.  After a move the old
+# core is let go of as each vCPU thread runs again on the new core: wait for that event
+# (the vendor module's reference count reaching 0), not for a time.  The 600 s bound is
+# a guard against a leak, which then fails the rmmod and says so.
+klu_core_unload() {
+	local m=kvm_$(klu_vendor)_core_$1 i=0
+	while [ "$(cat /sys/module/$m/refcnt 2>/dev/null)" != 0 ] && [ $i -lt 6000 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	[ $i -lt 6000 ] || klu_log "$m still has $(cat /sys/module/$m/refcnt) references after 600 s"
+	rmmod "$m" && rmmod "kvm_core_$1"
+}
+
 # klu_unload: remove every KVM module, vendor modules first.
 klu_unload() {
 	local m
