@@ -75,16 +75,39 @@ klu_load() {
 
 # klu_core_unload TAG: unload core pair TAG once nothing uses it.  After a move the old
 # core is let go of as each vCPU thread runs again on the new core: wait for that event
-# (the vendor module's reference count reaching 0), not for a time.  The 600 s bound is
-# a guard against a leak, which then fails the rmmod and says so.
+# (the vendor module's reference count reaching 0), not for a time.  A core that still
+# has a VM, or is not loaded, fails at once; the 300 s bound is a guard against a leaked
+# reference, which then fails the rmmod and says so.
 klu_core_unload() {
 	local m=kvm_$(klu_vendor)_core_$1 i=0
-	while [ "$(cat /sys/module/$m/refcnt 2>/dev/null)" != 0 ] && [ $i -lt 6000 ]; do
+	[ -r "/sys/module/$m/refcnt" ] || { klu_log "core $1 ($m) is not loaded"; return 1; }
+	[ "$(cat "/sys/kernel/kvm_thin/cores/$1/vms" 2>/dev/null)" = 0 ] ||
+		{ klu_log "core $1 still has VMs: $(cat "/sys/kernel/kvm_thin/cores/$1/vms")"; return 1; }
+	while [ "$(cat "/sys/module/$m/refcnt")" != 0 ] && [ $i -lt 3000 ]; do
 		sleep 0.1
 		i=$((i + 1))
 	done
-	[ $i -lt 6000 ] || klu_log "$m still has $(cat /sys/module/$m/refcnt) references after 600 s"
+	[ $i -lt 3000 ] || klu_log "$m still has $(cat "/sys/module/$m/refcnt") references after 300 s"
 	rmmod "$m" && rmmod "kvm_core_$1"
+}
+
+# klu_vm_of PID: the id in kvm_thin's registry of the VM that process PID created, once
+# it is there with at least one vCPU.  Nothing (and 1) if the process ends first or
+# after 300 s: a bound well past any VM's creation, so that a missing VM fails its
+# suite instead of hanging the bed.
+klu_vm_of() {
+	local d i=0
+	while kill -0 "$1" 2>/dev/null && [ $i -lt 3000 ]; do
+		for d in /sys/kernel/kvm_thin/vms/*; do
+			[ "$(cat "$d/pid" 2>/dev/null)" = "$1" ] &&
+				[ "$(cat "$d/vcpus" 2>/dev/null)" -ge 1 ] 2>/dev/null &&
+				{ echo "${d##*/}"; return 0; }
+		done
+		sleep 0.1
+		i=$((i + 1))
+	done
+	klu_log "no VM of process $1 in kvm_thin's registry (it ended, or 300 s passed)"
+	return 1
 }
 
 # klu_unload: remove every KVM module, vendor modules first.

@@ -15,7 +15,7 @@
  * Copyright (C) 2026 The kvm-live-upgrade authors.
  */
 #ifndef KLU_TICKS
-#define KLU_TICKS	40		/* at most 100: two digits */
+#define KLU_TICKS	40		/* at most 1000: three digits */
 #endif
 #ifndef KLU_SPIN
 #define KLU_SPIN	0x200000
