@@ -110,6 +110,20 @@ klu_vm_of() {
 	return 1
 }
 
+# klu_ticked N FILE PID: the boot-sector ticker (ticker.S) has printed tick N (three
+# digits) in FILE, waited for as long as its QEMU, PID, runs (the bed's time limits
+# bound a guest that hangs).
+klu_ticked() {
+	while :; do
+		grep -q "klu-tick $1" "$2" 2>/dev/null && return 0
+		kill -0 "$3" 2>/dev/null || break
+		sleep 0.05
+	done
+	grep -q "klu-tick $1" "$2" 2>/dev/null && return 0
+	klu_log "no tick $1 from the guest in $2, and its QEMU has ended"
+	return 1
+}
+
 # klu_unload: remove every KVM module, vendor modules first.
 klu_unload() {
 	local m
