@@ -68,14 +68,17 @@ show() {
 	sed "s/^/# $1: /" "$tmp/$1.out"
 }
 
-# vm_of PID: set vm to the id of the VM process PID created, once it exists (30 s at
-# most); fails at once if the process has ended.
+# vm_of PID: set vm to the id of the VM process PID created, once it is there with a
+# vCPU: waited for as long as the process runs, 300 s at most (a guard against a VM that
+# never comes, well past any VM's creation on a slow host); fails at once if the process
+# has ended.
 vm_of() {
 	vm=
 	n=0
-	while [ $n -lt 300 ]; do
+	while [ $n -lt 3000 ]; do
 		for d in "$thin"/vms/*; do
-			if [ "$(cat "$d/pid" 2>/dev/null)" = "$1" ]; then
+			if [ "$(cat "$d/pid" 2>/dev/null)" = "$1" ] &&
+			   [ "$(cat "$d/vcpus" 2>/dev/null)" -ge 1 ] 2>/dev/null; then
 				vm=${d##*/}
 				return 0
 			fi
@@ -90,7 +93,7 @@ vm_of() {
 # no_vm PID NAME: program NAME made no VM.  Its skip is ours; anything else fails.
 no_vm() {
 	if kill -0 "$1" 2>/dev/null; then
-		fail "$2 (pid $1) made no VM in 30 s"
+		fail "$2 (pid $1) made no VM with a vCPU in 300 s"
 	fi
 	wait "$1"
 	rc=$?
