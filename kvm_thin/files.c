@@ -56,8 +56,39 @@ static struct klu_file *klu_file_alloc(enum klu_file_kind kind, struct file *cor
 	kf->kind = kind;
 	kf->core = core;
 	spin_lock_init(&kf->run_lock);
+	mutex_init(&kf->finish_lock);
 	INIT_LIST_HEAD(&kf->journal);
 	return kf;
+}
+
+/*
+ * Is @file the one the core just made for @vm: a file whose ioctl handler is in the
+ * core's generic module (KVM's VM, vCPU and device files have no f_op->owner), named
+ * as KVM names it?  The fd number comes from the core, but another thread of the VMM can put
+ * another file there first (dup2()), and a device's number is read back from the VMM's
+ * memory, which it can rewrite; kvm_thin would then forward calls to a file that is
+ * not a KVM file at all, or treat an eventfd as a vCPU.
+ */
+static bool klu_core_file_ok(struct klu_vm *vm, struct file *file, enum klu_file_kind kind,
+			     u32 vcpu_id)
+{
+	const char *name = file_dentry(file)->d_name.name;
+	char want[24], mod[MODULE_NAME_LEN];
+
+	if (!file->f_op->unlocked_ioctl || !file->private_data)
+		return false;
+	klu_module_name((unsigned long)file->f_op->unlocked_ioctl, mod, sizeof(mod));
+	if (strcmp(mod, vm->core->generic))
+		return false;
+	switch (kind) {
+	case KLU_FILE_VM:
+		return !strcmp(name, "kvm-vm");
+	case KLU_FILE_VCPU:
+		snprintf(want, sizeof(want), "kvm-vcpu:%u", vcpu_id);
+		return !strcmp(name, want);
+	default:	/* a device: its type's name, but neither of those */
+		return strcmp(name, "kvm-vm") && strncmp(name, "kvm-vcpu:", 9);
+	}
 }
 
 /*
@@ -74,6 +105,20 @@ static int klu_file_wrap(struct klu_vm *vm, int fd, enum klu_file_kind kind, u32
 	core = klu_take_fd(fd);
 	if (!core)	/* another thread of the VMM closed it already */
 		return -EBADF;
+	if (!klu_core_file_ok(vm, core, kind, vcpu_id)) {
+		/*
+		 * The VMM's own doing: its file is closed (as close(2) would), and so is
+		 * the core's, which the VMM replaced; what the core made stays with the VM
+		 * without a file, as after a close.
+		 */
+		pr_warn_ratelimited("pid %d: fd %d is not the file core %s just created (%s), but another (%s): refused\n",
+				    task_pid_nr(current), fd, vm->core->tag,
+				    kind == KLU_FILE_VM ? "kvm-vm" :
+				    kind == KLU_FILE_VCPU ? "kvm-vcpu" : "a device",
+				    file_dentry(core)->d_name.name);
+		fput(core);
+		return -EBADF;
+	}
 	r = -ENOMEM;
 	kf = klu_file_alloc(kind, core);
 	if (!kf)
@@ -149,6 +194,17 @@ static long klu_file_wrap_device(struct klu_vm *vm, unsigned long arg)
 	if (get_user(fd, &ucd->fd))
 		return -EFAULT;
 	r = klu_file_wrap(vm, fd, KLU_FILE_DEVICE, 0);
+	if (r == -EBADF) {
+		/*
+		 * The VMM changed the fd number: the core's device file may still be in its
+		 * table, unwrapped, where a move cannot see it.  The VM stays where it is.
+		 */
+		mutex_lock(&vm->files_lock);
+		if (!vm->unmovable[0])
+			strscpy(vm->unmovable, "no: a device file was not the one its core created",
+				sizeof(vm->unmovable));
+		mutex_unlock(&vm->files_lock);
+	}
 	if (r < 0)
 		return r;
 	if (put_user(r, &ucd->fd)) {
@@ -241,8 +297,19 @@ static long klu_vcpu_run(struct klu_file *kf, unsigned long arg, bool compat)
 		if (wait_event_killable(vm->wq, !READ_ONCE(vm->moving)))
 			return -EINTR;
 	}
-	if (kf->pending) {
-		r = klu_vcpu_finish_pending(kf);
+	/*
+	 * pending only goes from set to NULL while vm->lock is held for reading.  Two
+	 * threads of the VMM may call KVM_RUN on this vCPU at once (KVM lets them queue on
+	 * the vCPU's mutex); the first completes the old vCPU's exit, and closes it, and
+	 * the other then runs on the new core.
+	 */
+	if (READ_ONCE(kf->pending)) {
+		if (mutex_lock_killable(&kf->finish_lock)) {
+			r = -EINTR;
+			goto out;
+		}
+		r = kf->pending ? klu_vcpu_finish_pending(kf) : 0;
+		mutex_unlock(&kf->finish_lock);
 		if (r < 0)
 			pr_err_ratelimited("VM %lu vCPU %u: completing its exit on the old core failed (%ld)\n",
 					   vm->id, kf->vcpu_id, r);
@@ -402,16 +469,25 @@ static int klu_file_mmap(struct file *filp, struct vm_area_struct *vma)
 {
 	struct klu_file *kf = filp->private_data;
 	struct vm_area_struct shadow = *vma;
+	struct file *core;
 	int r;
 
-	down_read(&kf->vm->lock);
+	/*
+	 * Not under vm->lock: the mmap lock is held here, and a move takes the mmap lock
+	 * while it holds vm->lock.  The core's mmap only checks the area and names its
+	 * fault handler; the faults themselves go through klu_file_fault(), which waits
+	 * for a move.
+	 */
+	spin_lock(&kf->run_lock);
+	core = get_file(kf->core);
+	spin_unlock(&kf->run_lock);
 	r = -ENODEV;
-	if (kf->core->f_op->mmap) {
+	if (core->f_op->mmap) {
 		/* The core checks the range and the flags. */
-		shadow.vm_file = kf->core;
-		r = kf->core->f_op->mmap(kf->core, &shadow);
+		shadow.vm_file = core;
+		r = core->f_op->mmap(core, &shadow);
 	}
-	up_read(&kf->vm->lock);
+	fput(core);
 	if (r)
 		return r;
 	if (!shadow.vm_ops || !shadow.vm_ops->fault || shadow.vm_ops->open ||

@@ -370,9 +370,9 @@ void klu_journal_note(struct klu_file *kf, unsigned int ioctl, unsigned long arg
 {
 	struct klu_vm *vm = kf->vm;
 	struct list_head *journal;
-	struct klu_record *rec;
+	struct klu_record *rec = NULL;
 	enum klu_keep keep;
-	int r;
+	int r = 0;
 
 	switch (kf->kind) {
 	case KLU_FILE_VM:
@@ -390,17 +390,24 @@ void klu_journal_note(struct klu_file *kf, unsigned int ioctl, unsigned long arg
 	}
 	if (keep == KLU_KEEP_NONE)
 		return;
+	/*
+	 * The copy from the VMM's memory, and the fgets, come before files_lock: a fault
+	 * there can take as long as the VMM likes (userfaultfd), and a move takes
+	 * files_lock before it stops anything.
+	 */
+	if (keep != KLU_KEEP_REFUSE) {
+		rec = klu_record_new(ioctl, arg);
+		r = IS_ERR(rec) ? PTR_ERR(rec) : klu_record_files(rec);
+		if (r && !IS_ERR(rec))
+			klu_record_free(rec);
+	}
 	mutex_lock(&vm->files_lock);
 	if (keep == KLU_KEEP_REFUSE) {
 		klu_set_unmovable(vm, kf->kind == KLU_FILE_DEVICE ? "device" :
 				  kf->kind == KLU_FILE_VM ? "VM" : "vCPU", ioctl, 0);
 		goto out;
 	}
-	rec = klu_record_new(ioctl, arg);
-	r = IS_ERR(rec) ? PTR_ERR(rec) : klu_record_files(rec);
 	if (r) {
-		if (!IS_ERR(rec))
-			klu_record_free(rec);
 		klu_set_unmovable(vm, "VM", ioctl, r);
 		goto out;
 	}

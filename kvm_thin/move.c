@@ -803,7 +803,9 @@ static int klu_commit(struct klu_move *mv)
 			g->file = kf->core;
 			list_add_tail(&g->node, &mv->graves);
 		}
+		spin_lock(&kf->run_lock);	/* against klu_file_mmap() */
 		kf->core = mv->new[i];
+		spin_unlock(&kf->run_lock);
 		mv->new[i++] = NULL;
 	}
 	/* The new VM file (the first) holds the new core's struct kvm: for kvmgt's calls. */
@@ -925,10 +927,18 @@ static void klu_move_discard(struct klu_move *mv)
 	}
 }
 
+/*
+ * The move's record, for sysfs.  Under record_lock only: a move that failed before its
+ * quiesce must not wait for vm->lock, which vCPUs in KVM_RUN hold for as long as their
+ * guest runs, and readers of sysfs must not delay a quiesce.
+ */
 static void klu_move_record(struct klu_move *mv, const char *from, u64 t_end)
 {
 	struct klu_vm *vm = mv->vm;
 
+	spin_lock(&vm->record_lock);
+	if (!mv->result)
+		strscpy(vm->core_tag, mv->to->tag, sizeof(vm->core_tag));
 	vm->move_result = mv->result;
 	strscpy(vm->move_step, klu_step_name[mv->step] ?: "start", sizeof(vm->move_step));
 	strscpy(vm->move_from, from, sizeof(vm->move_from));
@@ -941,6 +951,7 @@ static void klu_move_record(struct klu_move *mv, const char *from, u64 t_end)
 	vm->bypass_kept = mv->bp_kept;
 	vm->bypass_fallback = mv->bp_fallback;
 	vm->pi_handed = mv->pi.handed ? mv->pi.n : 0;
+	spin_unlock(&vm->record_lock);
 	trace_kvm_thin_move_end(vm->id, mv->result, vm->move_step, vm->blackout_ns,
 				vm->quiesce_ns, vm->rebuild_ns, vm->state_ns, vm->commit_ns);
 }
@@ -1025,9 +1036,7 @@ static int klu_move_thread(void *data)
 	goto out_scratch;
 out_record:
 	mv->result = r;
-	down_write(&vm->lock);
 	klu_move_record(mv, from, ktime_get_ns());
-	up_write(&vm->lock);
 out_scratch:
 	vm_munmap(uaddr, KLU_SCRATCH_SIZE);
 out_mm:

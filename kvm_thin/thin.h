@@ -54,14 +54,20 @@ struct klu_file {
 	struct list_head node;			/* klu_vm.files, in creation order */
 	struct klu_vm *vm;
 	enum klu_file_kind kind;
-	struct file *core;			/* the core's file; a move replaces it */
+	/*
+	 * The core's file.  A move replaces it with vm->lock held for writing and, for
+	 * klu_file_mmap() (which runs under the mmap lock, so cannot take vm->lock),
+	 * run_lock too.
+	 */
+	struct file *core;
 	struct address_space *mapping;		/* ours, once mapped: a move zaps it */
+	spinlock_t run_lock;			/* core; run_task, pending: against a move */
 	/* vCPU files only */
 	u32 vcpu_id;
-	spinlock_t run_lock;			/* run_task, pending: against a move */
 	struct task_struct *run_task;		/* the thread in KVM_RUN on the core */
 	bool exit_pending;			/* its last exit is not completed yet */
 	struct file *pending;			/* an old core's vCPU that must complete it */
+	struct mutex finish_lock;		/* one thread completes pending */
 	void __user *pending_buf;		/* scratch of the VMM's for doing so */
 	struct list_head journal;		/* configuration ioctls to replay */
 };
@@ -79,6 +85,11 @@ struct klu_grave {
 /*
  * One VM as kvm_thin sees it (vms.c): its files, the core that runs it, and what a move
  * needs to build it again on another core.  Lives while any of its files is open.
+ *
+ * Lock order (Documentation/design.rst, "Locks"): klu_move_lock, then lock (written
+ * by a move only through down_write_trylock), then files_lock, then the VMM's mmap
+ * lock.  A file's finish_lock nests inside lock (read).  run_lock and record_lock are
+ * innermost spinlocks; klu_file_mmap() takes run_lock under the mmap lock.
  */
 struct klu_vm {
 	struct kobject kobj;			/* /sys/kernel/kvm_thin/vms/<id> */
@@ -101,7 +112,13 @@ struct klu_vm {
 	bool moving;				/* vCPUs park in KVM_RUN until cleared */
 	atomic_t stops;				/* vCPUs leaving the core while moving */
 	wait_queue_head_t wq;
-	/* The last move: 0 or -errno, and its timing. */
+	/*
+	 * What sysfs shows, under record_lock (a spinlock, innermost: nothing is taken
+	 * under it), so that readers never wait for a move and a move never waits for
+	 * them: the core's tag, and the last move, 0 or -errno, with its timing.
+	 */
+	spinlock_t record_lock;
+	char core_tag[KLU_TAG_MAX];
 	int move_result;
 	char move_step[24];
 	u64 blackout_ns, quiesce_ns, rebuild_ns, state_ns, commit_ns;

@@ -35,9 +35,9 @@ static ssize_t core_show(struct kobject *kobj, struct kobj_attribute *attr, char
 	struct klu_vm *vm = to_vm(kobj);
 	ssize_t n;
 
-	down_read(&vm->lock);
-	n = sysfs_emit(buf, "%s\n", vm->core->tag);
-	up_read(&vm->lock);
+	spin_lock(&vm->record_lock);
+	n = sysfs_emit(buf, "%s\n", vm->core_tag);
+	spin_unlock(&vm->record_lock);
 	return n;
 }
 
@@ -63,7 +63,7 @@ static ssize_t last_move_show(struct kobject *kobj, struct kobj_attribute *attr,
 	struct klu_vm *vm = to_vm(kobj);
 	ssize_t n;
 
-	down_read(&vm->lock);
+	spin_lock(&vm->record_lock);
 	if (!vm->move_from[0])
 		n = sysfs_emit(buf, "none\n");
 	else
@@ -74,7 +74,7 @@ static ssize_t last_move_show(struct kobject *kobj, struct kobj_attribute *attr,
 			       vm->blackout_ns, vm->quiesce_ns, vm->rebuild_ns,
 			       vm->state_ns, vm->commit_ns, vm->bypass_kept,
 			       vm->bypass_fallback, vm->pi_handed);
-	up_read(&vm->lock);
+	spin_unlock(&vm->record_lock);
 	return n;
 }
 
@@ -130,7 +130,9 @@ struct klu_vm *klu_vm_new(struct klu_core *core, unsigned long type)
 	INIT_LIST_HEAD(&vm->journal);
 	xa_init(&vm->slots);
 	init_waitqueue_head(&vm->wq);
+	spin_lock_init(&vm->record_lock);
 	vm->core = core;
+	strscpy(vm->core_tag, core->tag, sizeof(vm->core_tag));
 	vm->type = type;
 	vm->pid = task_tgid_nr(current);
 	vm->mm = current->mm;
