@@ -17,12 +17,25 @@ t_result() {	# t_result "ok"|"not ok" name [# SKIP reason]
 
 # t_run name cmd...: run one test under the per-test time limit, exit 0 = pass,
 # 4 = skip (KSFT_SKIP), anything else = fail.  Output goes to the console.
+# A test still running at its limit first has the kernel log where every blocked task
+# waits (SysRq w), then is killed.
 t_run() {
-	local name=$1 rc
+	local name=$1 rc p w
 	shift
 	klu_log "--- $name: $*"
-	timeout -s KILL "$KLU_test_timeout" "$@" > /tmp/t.out 2>&1
+	"$@" > /tmp/t.out 2>&1 &
+	p=$!
+	(
+		sleep "$KLU_test_timeout"
+		kill -0 $p 2> /dev/null || exit 0
+		klu_log "$name: still running after ${KLU_test_timeout}s; the blocked tasks:"
+		echo w > /proc/sysrq-trigger
+		kill -KILL $p
+	) &
+	w=$!
+	wait $p
 	rc=$?
+	kill $w 2> /dev/null
 	cat /tmp/t.out > /dev/console
 	case $rc in
 	0) t_result "ok" "$name" ;;

@@ -24,6 +24,7 @@
 #define KLU_MODE_COMPUTE	1	/* FNV-1a over the data, then a prime sieve */
 #define KLU_MODE_EXITS		2	/* iterations echo round trips, nothing else */
 #define KLU_MODE_IRQ		3	/* LAPIC timer ticks, an IPI ring, irqfd MSIs */
+#define KLU_MODE_SPIN		4	/* no exit until stop: vCPU 0 counts, the rest halt */
 
 #define KLU_MAX_VCPUS		8
 

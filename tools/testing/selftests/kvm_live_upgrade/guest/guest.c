@@ -276,6 +276,18 @@ void guest_main(unsigned int vcpu)
 	case KLU_MODE_IRQ:
 		irq_main(vcpu);
 		break;
+	case KLU_MODE_SPIN:
+		/*
+		 * Nothing leaves KVM_RUN: vCPU 0 counts in its ticks until the host says
+		 * stop, and the others halt with interrupts off, until the VM ends.
+		 */
+		if (vcpu)
+			for (;;)
+				asm volatile("cli; hlt" : : : "memory");
+		while (!KLU_READ(p->stop))
+			KLU_WRITE(counts(0)->ticks, counts(0)->ticks + 1);
+		guest_outl(KLU_PORT_RESULT, counts(0)->ticks);
+		break;
 	}
 	guest_outl(KLU_PORT_DONE, 0);
 }

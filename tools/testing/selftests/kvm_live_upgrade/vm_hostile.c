@@ -1,0 +1,550 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * vm_hostile [-t mmap|pending|fdswap|refuse|all] [-n N]: what a buggy or hostile VMM
+ * does to its own files while its VM moves between two cores.  The VMM may hurt its
+ * own VM; it must not hang, oops or corrupt the host, and its guest, if the VMM plays
+ * by KVM's rules again, must compute right.  The VM has one vCPU whose guest does port-I/O echo round trips (OUT
+ * a value, IN it back), and the host checks their sum.
+ *
+ *   mmap     two threads map the vCPU's kvm_run page and unmap it, in a loop, one of
+ *            them reading it too, while the VM moves N times (default 50) with its
+ *            guest running.  Each move waits until the threads have mapped again and
+ *            the guest has done one more round since the last: the moves and the
+ *            mappings interleave however fast the machine is.  Every move must
+ *            succeed and every sum be right.
+ *            (A mapping used to take the VM's lock under the mmap lock, while a move
+ *            takes the mmap lock under the VM's lock: a deadlock of the VMM and of
+ *            every later move.)
+ *   pending  N rounds (default 10): the VMM answers an IN exit in kvm_run but does not
+ *            run the vCPU again, the VM moves, and then two threads enter KVM_RUN on
+ *            the vCPU at once, both with immediate_exit set.  Each must return EINTR,
+ *            and the exit must be completed once: the guest's sum is right.  (Both
+ *            threads used to complete the exit on the old core's vCPU, and both put
+ *            the reference to it: a use after free that KASAN sees.)
+ *   fdswap   N vCPUs (default 64) are created while another thread frees the fd
+ *            number each will get and puts an eventfd there, over and over; each
+ *            KVM_CREATE_VCPU must give a vCPU or EBADF, and then the VM must move
+ *            there and back and its guest compute right.  (kvm_thin used to take
+ *            whatever file was at that number as the core's vCPU, and a move then
+ *            called the eventfd's missing ioctl handler.)  Whether the race is hit
+ *            depends on the scheduler: the test says how many were refused.
+ *   refuse   a VM whose vCPU 0 spins and whose vCPU 1 halts, neither ever leaving
+ *            KVM_RUN (KLU_MODE_SPIN), has N moves (default 3) fail at the check and N
+ *            at the quiesce step (fail_move_step), then moves there and back, then
+ *            gets a kvm-vfio device (if KVM has it) and N refusals (EOPNOTSUPP).
+ *            Each failed move must return within quiesce_ms + 1 s, and the guest
+ *            must have run on after each.  (A failed move used to wait for the VM's
+ *            lock, which its vCPUs hold in KVM_RUN, to record its result: for ever.)
+ *
+ * Without -t, both (all), each with its default N.  Skips without kvm_thin or with one
+ * core loaded.
+ *
+ * Copyright (C) 2026 The kvm-live-upgrade authors.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "klu_thin.h"
+#include "klu_vm.h"
+
+#define ITERATIONS	2000u	/* echo round trips a round (pending) */
+#define SUM		(ITERATIONS * (ITERATIONS - 1) / 2)
+#define MMAP_ITERATIONS	100u	/* a shorter round beside the mappers (mmap) */
+#define MMAP_SUM	(MMAP_ITERATIONS * (MMAP_ITERATIONS - 1) / 2)
+
+static struct klu_vm *vm;
+static int vm_id;
+static char core_a[64], core_b[64];
+static unsigned int stop, rounds, maps;		/* KLU_READ/KLU_WRITE */
+
+static void set_params(unsigned int iterations)
+{
+	*klu_vm_params(vm) = (struct klu_params) {
+		.mode = KLU_MODE_EXITS,
+		.iterations = iterations,
+		.exits = KLU_EXITS_PIO,
+	};
+}
+
+/* Move the VM to A or B by @i, and check that it went. */
+static void move(unsigned int i)
+{
+	const char *to = i % 2 ? core_a : core_b;
+	char buf[512];
+	int err = klu_thin_move(vm_id, to);
+
+	if (err) {
+		klu_thin_vm_file(vm_id, "last_move", buf, sizeof(buf));
+		klu_fail("moving %u of VM %d to %s: %s; last_move: %s", i + 1, vm_id, to,
+			 strerror(err), buf);
+	}
+}
+
+/* ---- mmap ---------------------------------------------------------------------- */
+
+static void *guest_rounds(void *arg)
+{
+	struct klu_result res;
+	unsigned int n = 0;
+
+	while (!KLU_READ(stop)) {
+		set_params(MMAP_ITERATIONS);
+		if (n)
+			klu_vcpu_restart(vm, 0);
+		klu_vcpu_run_to_done(vm, 0, &res);
+		if (res.nr_words != 1 || res.words[0] != MMAP_SUM)
+			klu_fail("round %u: echo sum 0x%x (%d words), want 0x%x", n, res.words[0],
+				 res.nr_words, MMAP_SUM);
+		KLU_WRITE(rounds, ++n);
+	}
+	return NULL;
+}
+
+/*
+ * With @arg, each mapping is read too (its fault waits out a move, without the mmap
+ * lock); without, the thread is in mmap() or munmap() all the time, a move included.
+ */
+static void *mapper(void *arg)
+{
+	while (!KLU_READ(stop)) {
+		struct kvm_run *run = mmap(NULL, vm->run_size, PROT_READ, MAP_SHARED,
+					   vm->vcpu_fd[0], 0);
+
+		if (run == MAP_FAILED)
+			klu_fail("mmap of the vCPU file: %s", strerror(errno));
+		/* the fault: served by whichever core runs the VM */
+		if (arg && KLU_READ(run->exit_reason) > 1000)
+			klu_fail("kvm_run says exit reason %u", run->exit_reason);
+		munmap(run, vm->run_size);
+		__atomic_add_fetch(&maps, 1, __ATOMIC_RELEASE);
+		sched_yield();	/* the vCPU and the mover get their share of the CPU */
+	}
+	return NULL;
+}
+
+static void test_mmap(unsigned int n, int nr)
+{
+	unsigned int i, r, m;
+	pthread_t g, t[2];
+
+	pthread_create(&g, NULL, guest_rounds, NULL);
+	pthread_create(&t[0], NULL, mapper, NULL);
+	pthread_create(&t[1], NULL, mapper, (void *)1);
+	for (i = 0; i < n; i++) {
+		r = KLU_READ(rounds);
+		m = KLU_READ(maps);
+		while (KLU_READ(rounds) == r || KLU_READ(maps) == m)
+			usleep(1000);
+		move(i);
+		if (i % 10 == 9 || i + 1 == n)
+			printf("# %u moves; the guest did %u rounds, the mappers %u maps\n", i + 1,
+			       KLU_READ(rounds), KLU_READ(maps));
+	}
+	KLU_WRITE(stop, 1);
+	pthread_join(t[0], NULL);
+	pthread_join(t[1], NULL);
+	pthread_join(g, NULL);
+	printf("ok %d - mmap: %u moves while two threads map and unmap kvm_run; %s\n", nr, n,
+	       "every move and every sum right");
+}
+
+/* ---- pending ------------------------------------------------------------------- */
+
+static pthread_barrier_t both;
+
+struct runner {
+	int err;	/* errno of KVM_RUN, or 0 if it returned an exit */
+};
+
+static void *run_once(void *arg)
+{
+	struct runner *r = arg;
+
+	pthread_barrier_wait(&both);
+	r->err = ioctl(vm->vcpu_fd[0], KVM_RUN, 0) < 0 ? errno : 0;
+	return NULL;
+}
+
+/*
+ * One round of the echo guest, run here.  At the IN exit number @at the answer is
+ * written, the VM moves (@i), and two threads enter KVM_RUN at once.
+ */
+static void pending_round(unsigned int i, unsigned int at)
+{
+	struct kvm_run *run = vm->run[0];
+	struct runner r[2] = {};
+	uint32_t echo = 0, *data, sum = 0;
+	unsigned int ins = 0, words = 0;
+	pthread_t t[2];
+	int k;
+
+	set_params(ITERATIONS);
+	if (i)
+		klu_vcpu_restart(vm, 0);
+	for (;;) {
+		if (ioctl(vm->vcpu_fd[0], KVM_RUN, 0) < 0) {
+			if (errno == EINTR)
+				continue;
+			klu_fail("round %u: KVM_RUN: %s", i, strerror(errno));
+		}
+		if (run->exit_reason != KVM_EXIT_IO || run->io.size != 4 || run->io.count != 1)
+			klu_fail("round %u: exit %u", i, run->exit_reason);
+		data = (uint32_t *)((uint8_t *)run + run->io.data_offset);
+		if (run->io.direction == KVM_EXIT_IO_IN) {
+			*data = echo;
+			if (++ins != at)
+				continue;
+			/* answered, not completed: the move leaves the exit to the old vCPU */
+			move(i);
+			run->immediate_exit = 1;
+			for (k = 0; k < 2; k++)
+				pthread_create(&t[k], NULL, run_once, &r[k]);
+			for (k = 0; k < 2; k++)
+				pthread_join(t[k], NULL);
+			run->immediate_exit = 0;
+			for (k = 0; k < 2; k++)
+				if (r[k].err != EINTR)
+					klu_fail("round %u: thread %d's KVM_RUN: %s, want EINTR",
+						 i, k, r[k].err ? strerror(r[k].err) : "an exit");
+			continue;
+		}
+		if (run->io.port == KLU_PORT_ECHO) {
+			echo = *data;
+		} else if (run->io.port == KLU_PORT_RESULT) {
+			sum = *data;
+			words++;
+		} else if (run->io.port == KLU_PORT_DONE) {
+			break;
+		} else if (run->io.port != KLU_PORT_PROGRESS) {
+			klu_fail("round %u: OUT to port 0x%x", i, run->io.port);
+		}
+	}
+	if (words != 1 || sum != SUM)
+		klu_fail("round %u: echo sum 0x%x (%u words), want 0x%x: the exit was completed %s",
+			 i, sum, words, SUM, sum < SUM ? "never" : "twice, or wrongly");
+}
+
+static void test_pending(unsigned int n, int nr)
+{
+	unsigned int i;
+
+	pthread_barrier_init(&both, NULL, 2);
+	for (i = 0; i < n; i++)
+		pending_round(i, 1 + (i * 397) % (ITERATIONS - 1));
+	printf("ok %d - pending: %u moves with an exit left to complete, %s\n", nr, n,
+	       "then two KVM_RUNs at once; each EINTR, every sum right");
+}
+
+/* ---- fdswap -------------------------------------------------------------------- */
+
+static int swap_target = -1;			/* KLU_READ/KLU_WRITE; -1: idle */
+static unsigned int swap_idle;			/* KLU_READ/KLU_WRITE */
+
+/* Frees fd number swap_target and puts an eventfd there, over and over. */
+static void *swapper(void *arg)
+{
+	int efd = (int)(long)arg;
+
+	while (!KLU_READ(stop)) {
+		int n = KLU_READ(swap_target);
+
+		if (n < 0) {
+			KLU_WRITE(swap_idle, 1);
+			sched_yield();
+			continue;
+		}
+		KLU_WRITE(swap_idle, 0);
+		close(n);
+		dup2(efd, n);
+	}
+	return NULL;
+}
+
+static void test_fdswap(unsigned int n, int nr)
+{
+	unsigned int i, refused = 0, created = 0;
+	struct klu_result res;
+	int efd, fd, err;
+	pthread_t t;
+	long r;
+
+	efd = eventfd(0, EFD_CLOEXEC);
+	if (efd < 0)
+		klu_fail("eventfd: %s", strerror(errno));
+	pthread_create(&t, NULL, swapper, (void *)(long)efd);
+	for (i = 0; i < n; i++) {
+		/* the number KVM_CREATE_VCPU's file will get: the lowest free one */
+		fd = dup(efd);
+		if (fd < 0)
+			klu_fail("dup: %s", strerror(errno));
+		close(fd);
+		KLU_WRITE(swap_target, fd);
+		r = ioctl(vm->vm_fd, KVM_CREATE_VCPU, 1 + i);
+		err = errno;
+		KLU_WRITE(swap_target, -1);
+		while (!KLU_READ(swap_idle))
+			sched_yield();
+		if (r >= 0)
+			created++;
+		else if (err == EBADF)
+			refused++;
+		else
+			klu_fail("KVM_CREATE_VCPU(%u), fd %d swapped: %s, want a vCPU or EBADF",
+				 1 + i, fd, strerror(err));
+	}
+	KLU_WRITE(stop, 1);
+	pthread_join(t, NULL);
+	KLU_WRITE(stop, 0);
+	printf("# %u vCPUs created under fd swaps: %u came back, %u refused (%s)\n", n,
+	       created, refused, "EBADF: the file there was not the core's");
+	if (!refused)
+		printf("# the race was not hit in %u tries: nothing was substituted\n", n);
+	/* a move calls every vCPU kvm_thin holds: a foreign file among them would oops */
+	move(0);
+	move(1);
+	set_params(ITERATIONS);
+	klu_vcpu_restart(vm, 0);
+	klu_vcpu_run_to_done(vm, 0, &res);
+	if (res.nr_words != 1 || res.words[0] != SUM)
+		klu_fail("after the swaps and two moves: echo sum 0x%x (%d words), want 0x%x",
+			 res.words[0], res.nr_words, SUM);
+	printf("ok %d - fdswap: %u vCPUs created under fd swaps (%u refused), %s\n", nr, n,
+	       refused, "two moves, the guest's sum right");
+}
+
+/* ---- refuse ------------------------------------------------------------------- */
+
+#define FAIL_STEP	"/sys/module/kvm_thin/parameters/fail_move_step"
+#define QUIESCE_MS	"/sys/module/kvm_thin/parameters/quiesce_ms"
+
+static struct klu_vm *spin_vm;
+static int spin_id;
+static unsigned int spin_count, spin_done;	/* KLU_READ/KLU_WRITE */
+static unsigned int spin_returns[2];		/* KVM_RUNs that returned, each vCPU */
+
+/*
+ * A vCPU of the spinning VM.  Every return from KVM_RUN is counted: the test holds
+ * only if, from the first failed move to the last, there was none.
+ */
+static void *spin_vcpu(void *arg)
+{
+	int v = (int)(long)arg, words = 0;
+	struct kvm_run *run = spin_vm->run[v];
+
+	for (;;) {
+		int r = ioctl(spin_vm->vcpu_fd[v], KVM_RUN, 0);
+
+		__atomic_add_fetch(&spin_returns[v], 1, __ATOMIC_RELEASE);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			klu_fail("vCPU %d KVM_RUN: %s", v, strerror(errno));
+		if (run->exit_reason != KVM_EXIT_IO || run->io.direction != KVM_EXIT_IO_OUT)
+			klu_fail("vCPU %d: exit %u", v, run->exit_reason);
+		if (run->io.port == KLU_PORT_RESULT) {
+			KLU_WRITE(spin_count, *(uint32_t *)((uint8_t *)run + run->io.data_offset));
+			words++;
+		} else if (run->io.port == KLU_PORT_DONE) {
+			break;
+		}
+	}
+	if (words != 1)
+		klu_fail("vCPU %d reported %d results, want 1", v, words);
+	KLU_WRITE(spin_done, 1);
+	return NULL;
+}
+
+struct trigger {
+	const char *to;
+	int err;
+	unsigned int done;			/* KLU_READ/KLU_WRITE */
+};
+
+static void *trigger(void *arg)
+{
+	struct trigger *t = arg;
+
+	t->err = klu_thin_move(spin_id, t->to);
+	KLU_WRITE(t->done, 1);
+	return NULL;
+}
+
+/* The spinning vCPU's count, once it has gone on from @since. */
+static unsigned int spun_past(unsigned int since)
+{
+	struct klu_irq_counts *c = (void *)(spin_vm->mem + KLU_COUNTS_GPA);
+
+	while (KLU_READ(c->ticks) == since)
+		usleep(1000);
+	return KLU_READ(c->ticks);
+}
+
+/*
+ * A move of the spinning VM to @to that must fail with @want within @bound_ms: it
+ * may not wait for the vCPUs, which never leave KVM_RUN.
+ */
+static void refused(const char *what, const char *to, int want, unsigned int bound_ms)
+{
+	struct trigger t = { .to = to };
+	uint64_t t0 = klu_now_ns(), took;
+	char buf[512];
+	pthread_t th;
+
+	pthread_create(&th, NULL, trigger, &t);
+	while (!KLU_READ(t.done) && klu_now_ns() - t0 < bound_ms * 1000000ull)
+		usleep(1000);
+	took = (klu_now_ns() - t0) / 1000000;
+	if (!KLU_READ(t.done)) {
+		klu_write_file(FAIL_STEP, "0\n");
+		klu_fail("%s: no return after %llu ms (quiesce_ms + 1 s = %u ms), %s", what,
+			 (unsigned long long)took, bound_ms, "with the VM's vCPUs in KVM_RUN");
+	}
+	pthread_join(th, NULL);
+	klu_thin_vm_file(spin_id, "last_move", buf, sizeof(buf));
+	if (t.err != want)
+		klu_fail("%s: the move ended with %s, want %s; last_move: %s", what,
+			 t.err ? strerror(t.err) : "success", strerror(want), buf);
+	printf("# %s: it failed in %llu ms (%s); last_move: %s\n", what,
+	       (unsigned long long)took, strerror(t.err), buf);
+}
+
+/* Neither vCPU returned from KVM_RUN since @returns were counted, during @what. */
+static void no_returns(const unsigned int *returns, const char *what)
+{
+	int v;
+
+	for (v = 0; v < 2; v++)
+		if (KLU_READ(spin_returns[v]) != returns[v])
+			klu_fail("vCPU %d left KVM_RUN %u times during %s: not the VM to test",
+				 v, KLU_READ(spin_returns[v]) - returns[v], what);
+}
+
+static void test_refuse(unsigned int n, int nr)
+{
+	struct kvm_create_device cd = { .type = KVM_DEV_TYPE_VFIO };
+	char qms[32], a[64] = "", b[64] = "", step[8];
+	unsigned int bound, i, s, spun = 0, returns[2];
+	pthread_t th[2];
+	int v;
+
+	if (!klu_read_line(QUIESCE_MS, qms, sizeof(qms)))
+		klu_fail("cannot read " QUIESCE_MS ": %s", strerror(errno));
+	bound = strtoul(qms, NULL, 0) + 1000;
+	spin_vm = klu_vm_new(KLU_DATA_GPA, 2, KLU_VM_IRQCHIP);
+	spin_id = klu_thin_vm_id();
+	if (spin_id < 0)
+		klu_fail("no VM of pid %d in " KLU_THIN "/vms", getpid());
+	klu_thin_pick_cores(spin_id, a, b, sizeof(a));
+	*klu_vm_params(spin_vm) = (struct klu_params) { .mode = KLU_MODE_SPIN };
+	for (v = 0; v < 2; v++)
+		pthread_create(&th[v], NULL, spin_vcpu, (void *)(long)v);
+	spun = spun_past(spun);
+	returns[0] = KLU_READ(spin_returns[0]);
+	returns[1] = KLU_READ(spin_returns[1]);
+	printf("# VM %d: vCPU 0 spins and vCPU 1 halts, neither leaves KVM_RUN\n", spin_id);
+
+	/* Failures before the quiesce (the check, and the quiesce step itself). */
+	for (s = 1; s <= 2; s++) {
+		for (i = 0; i < n; i++) {
+			char what[64];
+
+			snprintf(step, sizeof(step), "%u\n", s);
+			snprintf(what, sizeof(what), "failure %u of %u at step %u", i + 1, n, s);
+			if (klu_write_file(FAIL_STEP, step))
+				klu_fail("cannot write " FAIL_STEP);
+			refused(what, b, EIO, bound);
+			klu_write_file(FAIL_STEP, "0\n");
+			spun = spun_past(spun);
+		}
+	}
+	no_returns(returns, "the failed moves");
+	/* It still moves, and spins on. */
+	if (klu_thin_move(spin_id, b) || klu_thin_move(spin_id, a))
+		klu_fail("after the failed moves, VM %d does not move to %s and back", spin_id, b);
+	spun = spun_past(spun);
+	printf("# VM %d moved to %s and back, and spins on\n", spin_id, b);
+	returns[0] = KLU_READ(spin_returns[0]);
+	returns[1] = KLU_READ(spin_returns[1]);
+
+	/* A VM a move cannot carry: refused at the check, n times. */
+	if (ioctl(spin_vm->vm_fd, KVM_CREATE_DEVICE, &cd) < 0) {
+		printf("# no kvm-vfio device in this KVM (%s): not tried as unmovable\n",
+		       strerror(errno));
+	} else {
+		for (i = 0; i < n; i++) {
+			char what[64];
+
+			snprintf(what, sizeof(what), "unmovable (kvm-vfio), refusal %u of %u",
+				 i + 1, n);
+			refused(what, b, EOPNOTSUPP, bound);
+			spun = spun_past(spun);
+		}
+		no_returns(returns, "the refusals");
+	}
+	KLU_WRITE(klu_vm_params(spin_vm)->stop, 1);
+	while (!KLU_READ(spin_done))
+		usleep(1000);
+	if (KLU_READ(spin_count) < spun)
+		klu_fail("the spinning vCPU reported %u counts, the host saw %u",
+			 KLU_READ(spin_count), spun);
+	printf("ok %d - refuse: %u moves failing at the check and the quiesce step, %s %u ms\n",
+	       nr, 2 * n, "and the refusals of the unmovable VM, each returned within", bound);
+	/* vCPU 1 halts until the process ends. */
+}
+
+int main(int argc, char **argv)
+{
+	const char *test = "all";
+	unsigned int n = 0;
+	bool all;
+	int opt;
+
+	while ((opt = getopt(argc, argv, "t:n:")) != -1) {
+		if (opt == 't') {
+			test = optarg;
+		} else if (opt == 'n') {
+			n = strtoul(optarg, NULL, 0);
+		} else {
+			test = NULL;
+			break;
+		}
+	}
+	all = test && !strcmp(test, "all");
+	if (!test || (!all && strcmp(test, "mmap") && strcmp(test, "pending") &&
+		      strcmp(test, "fdswap") && strcmp(test, "refuse"))) {
+		fprintf(stderr, "usage: %s [-t mmap|pending|fdswap|refuse|all] [-n N]\n",
+			argv[0]);
+		return KSFT_FAIL;
+	}
+	setvbuf(stdout, NULL, _IOLBF, 0);	/* each line out before a hang */
+	printf("TAP version 13\n1..%d\n", all ? 4 : 1);
+	if (access(KLU_THIN, F_OK))
+		klu_skip("kvm_thin is not loaded");
+	if (klu_thin_cores("", NULL, 0) < 2)
+		klu_skip("a live move needs two loaded cores");
+	vm = klu_vm_create(KLU_DATA_GPA, 1);
+	vm_id = klu_thin_vm_id();
+	if (vm_id < 0)
+		klu_fail("no VM of pid %d in " KLU_THIN "/vms", getpid());
+	klu_thin_pick_cores(vm_id, core_a, core_b, sizeof(core_a));
+	printf("# VM %d moves between %s and %s\n", vm_id, core_a, core_b);
+	if (all || !strcmp(test, "mmap"))
+		test_mmap(n ?: 50, 1);
+	if (all || !strcmp(test, "pending"))
+		test_pending(n ?: 10, all ? 2 : 1);
+	if (all || !strcmp(test, "fdswap"))
+		test_fdswap(n ?: 64, all ? 3 : 1);
+	klu_vm_destroy(vm);
+	if (all || !strcmp(test, "refuse"))
+		test_refuse(n ?: 3, all ? 4 : 1);	/* last: its halted vCPU stays */
+	return KSFT_PASS;
+}
