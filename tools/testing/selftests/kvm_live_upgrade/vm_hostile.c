@@ -3,8 +3,8 @@
  * vm_hostile [-t mmap|pending|fdswap|refuse|all] [-n N]: what a buggy or hostile VMM
  * does to its own files while its VM moves between two cores.  The VMM may hurt its
  * own VM; it must not hang, oops or corrupt the host, and its guest, if the VMM plays
- * by KVM's rules again, must compute right.  The VM has one vCPU whose guest does port-I/O echo round trips (OUT
- * a value, IN it back), and the host checks their sum.
+ * by KVM's rules again, must compute right.  The VM has one vCPU whose guest does
+ * port-I/O echo round trips (OUT a value, IN it back), and the host checks their sum.
  *
  *   mmap     two threads map the vCPU's kvm_run page and unmap it, in a loop, one of
  *            them reading it too, while the VM moves N times (default 50) with its
