@@ -102,9 +102,10 @@ static int klu_file_wrap(struct klu_vm *vm, int fd, enum klu_file_kind kind, u32
 	struct file *core;
 	int r;
 
+	r = -EBADF;
 	core = klu_take_fd(fd);
 	if (!core)	/* another thread of the VMM closed it already */
-		return -EBADF;
+		goto out_lost;
 	if (!klu_core_file_ok(vm, core, kind, vcpu_id)) {
 		/*
 		 * The VMM's own doing: its file is closed (as close(2) would), and so is
@@ -117,7 +118,7 @@ static int klu_file_wrap(struct klu_vm *vm, int fd, enum klu_file_kind kind, u32
 				    kind == KLU_FILE_VCPU ? "kvm-vcpu" : "a device",
 				    file_dentry(core)->d_name.name);
 		fput(core);
-		return -EBADF;
+		goto out_lost;
 	}
 	r = -ENOMEM;
 	kf = klu_file_alloc(kind, core);
@@ -147,6 +148,12 @@ out_core:
 	pr_warn_ratelimited("pid %d: cannot stand in for %s (%d); it is closed again\n",
 			    task_pid_nr(current), file_dentry(core)->d_name.name, r);
 	fput(core);
+out_lost:
+	/* A vCPU or device of the core's without a file of ours: a move would drop it. */
+	if (kind != KLU_FILE_VM)
+		klu_journal_refuse(vm, kind == KLU_FILE_VCPU ?
+				   "a vCPU of the core's has no kvm_thin file" :
+				   "a device of the core's has no kvm_thin file");
 	return r;
 }
 
@@ -194,17 +201,6 @@ static long klu_file_wrap_device(struct klu_vm *vm, unsigned long arg)
 	if (get_user(fd, &ucd->fd))
 		return -EFAULT;
 	r = klu_file_wrap(vm, fd, KLU_FILE_DEVICE, 0);
-	if (r == -EBADF) {
-		/*
-		 * The VMM changed the fd number: the core's device file may still be in its
-		 * table, unwrapped, where a move cannot see it.  The VM stays where it is.
-		 */
-		mutex_lock(&vm->files_lock);
-		if (!vm->unmovable[0])
-			strscpy(vm->unmovable, "no: a device file was not the one its core created",
-				sizeof(vm->unmovable));
-		mutex_unlock(&vm->files_lock);
-	}
 	if (r < 0)
 		return r;
 	if (put_user(r, &ucd->fd)) {
@@ -487,15 +483,15 @@ static int klu_file_mmap(struct file *filp, struct vm_area_struct *vma)
 		shadow.vm_file = core;
 		r = core->f_op->mmap(core, &shadow);
 	}
-	fput(core);
-	if (r)
-		return r;
-	if (!shadow.vm_ops || !shadow.vm_ops->fault || shadow.vm_ops->open ||
-	    shadow.vm_ops->close || shadow.vm_flags != vma->vm_flags) {
+	if (!r && (!shadow.vm_ops || !shadow.vm_ops->fault || shadow.vm_ops->open ||
+		   shadow.vm_ops->close || shadow.vm_flags != vma->vm_flags)) {
 		pr_warn_ratelimited("%s: the core's mapping is not one kvm_thin can forward\n",
 				    file_dentry(filp)->d_name.name);
-		return -ENODEV;
+		r = -ENODEV;
 	}
+	fput(core);	/* after the last look at what the core's mmap set */
+	if (r)
+		return r;
 	WRITE_ONCE(kf->mapping, filp->f_mapping);
 	vma->vm_ops = &klu_file_vm_ops;
 	return 0;

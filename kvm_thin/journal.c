@@ -365,6 +365,18 @@ static void klu_set_unmovable(struct klu_vm *vm, const char *what, unsigned int 
 		vm->unmovable);
 }
 
+/* What the core made for @vm has no file of kvm_thin's (@why): no move may drop it. */
+void klu_journal_refuse(struct klu_vm *vm, const char *why)
+{
+	mutex_lock(&vm->files_lock);
+	if (!vm->unmovable[0]) {
+		snprintf(vm->unmovable, sizeof(vm->unmovable), "no: %s", why);
+		pr_info("VM %lu (pid %d): unmovable from now on: %s\n", vm->id, vm->pid,
+			vm->unmovable);
+	}
+	mutex_unlock(&vm->files_lock);
+}
+
 /* The core accepted @ioctl(@arg) on @kf: keep what a move will need of it. */
 void klu_journal_note(struct klu_file *kf, unsigned int ioctl, unsigned long arg)
 {

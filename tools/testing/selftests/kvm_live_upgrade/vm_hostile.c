@@ -23,8 +23,10 @@
  *            the reference to it: a use after free that KASAN sees.)
  *   fdswap   N vCPUs (default 64) are created while another thread frees the fd
  *            number each will get and puts an eventfd there, over and over; each
- *            KVM_CREATE_VCPU must give a vCPU or EBADF, and then the VM must move
- *            there and back and its guest compute right.  (kvm_thin used to take
+ *            KVM_CREATE_VCPU must give a vCPU or EBADF.  Then the VM must move
+ *            there and back, or, if a creation was refused (the core's vCPU then has
+ *            no file), say it is not movable and be refused; its guest must compute
+ *            right.  (kvm_thin used to take
  *            whatever file was at that number as the core's vCPU, and a move then
  *            called the eventfd's missing ioctl handler.)  Whether the race is hit
  *            depends on the scheduler: the test says how many were refused.
@@ -306,11 +308,25 @@ static void test_fdswap(unsigned int n, int nr)
 	KLU_WRITE(stop, 0);
 	printf("# %u vCPUs created under fd swaps: %u came back, %u refused (%s)\n", n,
 	       created, refused, "EBADF: the file there was not the core's");
-	if (!refused)
-		printf("# the race was not hit in %u tries: nothing was substituted\n", n);
 	/* a move calls every vCPU kvm_thin holds: a foreign file among them would oops */
-	move(0);
-	move(1);
+	if (!refused) {
+		printf("# the race was not hit in %u tries: nothing was substituted\n", n);
+		move(0);
+		move(1);
+	} else {
+		/* a vCPU of the core's without a file of ours: the VM may not move */
+		char buf[256];
+
+		klu_thin_vm_file(vm_id, "movable", buf, sizeof(buf));
+		printf("# movable: %s\n", buf);
+		if (strncmp(buf, "no: ", 4))
+			klu_fail("after %u refused vCPUs, movable says '%s', want no: ...",
+				 refused, buf);
+		err = klu_thin_move(vm_id, core_b);
+		if (err != EOPNOTSUPP)
+			klu_fail("a move of the VM with refused vCPUs: %s, want EOPNOTSUPP",
+				 err ? strerror(err) : "it moved");
+	}
 	set_params(ITERATIONS);
 	klu_vcpu_restart(vm, 0);
 	klu_vcpu_run_to_done(vm, 0, &res);
@@ -318,7 +334,8 @@ static void test_fdswap(unsigned int n, int nr)
 		klu_fail("after the swaps and two moves: echo sum 0x%x (%d words), want 0x%x",
 			 res.words[0], res.nr_words, SUM);
 	printf("ok %d - fdswap: %u vCPUs created under fd swaps (%u refused), %s\n", nr, n,
-	       refused, "two moves, the guest's sum right");
+	       refused, refused ? "the move refused, the guest's sum right" :
+	       "two moves, the guest's sum right");
 }
 
 /* ---- refuse ------------------------------------------------------------------- */
