@@ -100,8 +100,7 @@ static void *guest_rounds(void *arg)
 
 	while (!KLU_READ(stop)) {
 		set_params(MMAP_ITERATIONS);
-		if (n)
-			klu_vcpu_restart(vm, 0);
+		klu_vcpu_restart(vm, 0);	/* from the entry: another test may have run */
 		klu_vcpu_run_to_done(vm, 0, &res);
 		if (res.nr_words != 1 || res.words[0] != MMAP_SUM)
 			klu_fail("round %u: echo sum 0x%x (%d words), want 0x%x", n, res.words[0],
@@ -190,8 +189,7 @@ static void pending_round(unsigned int i, unsigned int at)
 	int k;
 
 	set_params(ITERATIONS);
-	if (i)
-		klu_vcpu_restart(vm, 0);
+	klu_vcpu_restart(vm, 0);
 	for (;;) {
 		if (ioctl(vm->vcpu_fd[0], KVM_RUN, 0) < 0) {
 			if (errno == EINTR)
