@@ -87,8 +87,9 @@ int klu_thin_vm_id(void)
 
 	while (dir && (d = readdir(dir))) {
 		snprintf(path, sizeof(path), "/sys/kernel/kvm_thin/vms/%s/pid", d->d_name);
+		/* ids only grow: the highest is the newest, whatever order readdir gives */
 		if (d->d_name[0] != '.' && klu_read_line(path, buf, sizeof(buf)) &&
-		    atoi(buf) == getpid())
+		    atoi(buf) == getpid() && atoi(d->d_name) > id)
 			id = atoi(d->d_name);
 	}
 	if (dir)

@@ -87,7 +87,7 @@ uint64_t klu_now_ns(void);
 bool klu_go_on(const char *stop_file, uint64_t start_ns, unsigned int seconds);
 /* The first line of @path into @buf, its newline dropped; false if it cannot be read. */
 bool klu_read_line(const char *path, char *buf, size_t size);
-/* The id in /sys/kernel/kvm_thin/vms of this process's VM (the last, if several), or -1. */
+/* The id in /sys/kernel/kvm_thin/vms of this process's VM (the newest, if several), or -1. */
 int klu_thin_vm_id(void);
 
 #endif

@@ -137,6 +137,7 @@ static void test_mmap(unsigned int n, int nr)
 	unsigned int i, r, m;
 	pthread_t g, t[2];
 
+	KLU_WRITE(stop, 0);
 	pthread_create(&g, NULL, guest_rounds, NULL);
 	pthread_create(&t[0], NULL, mapper, NULL);
 	pthread_create(&t[1], NULL, mapper, (void *)1);
@@ -280,6 +281,7 @@ static void test_fdswap(unsigned int n, int nr)
 	efd = eventfd(0, EFD_CLOEXEC);
 	if (efd < 0)
 		klu_fail("eventfd: %s", strerror(errno));
+	KLU_WRITE(stop, 0);	/* the mmap test, if it ran, left it set */
 	pthread_create(&t, NULL, swapper, (void *)(long)efd);
 	for (i = 0; i < n; i++) {
 		/* the number KVM_CREATE_VCPU's file will get: the lowest free one */
