@@ -249,6 +249,7 @@ static int klu_vcpu_finish_pending(struct klu_file *kf)
 	r = klu_core_ioctl(old, KVM_RUN, 0, false);
 	WRITE_ONCE(run->immediate_exit, saved);
 	put_page(page);
+	klu_dirty_after_exit(kf);
 	if (!r) {
 		r = klu_copy_page(old, cur, 0) ?: klu_copy_page(old, cur, KVM_PIO_PAGE_OFFSET);
 		return r ?: 1;
@@ -264,6 +265,9 @@ static int klu_vcpu_finish_pending(struct klu_file *kf)
 	spin_unlock(&kf->run_lock);
 	kf->pending_buf = NULL;
 	fput(old);
+	if (kf->pending_vm)
+		fput(kf->pending_vm);
+	kf->pending_vm = NULL;
 	return 0;
 }
 
@@ -348,7 +352,11 @@ static long klu_file_call(struct file *filp, unsigned int ioctl, unsigned long a
 		core = kf->pending ? get_file(kf->pending) : NULL;
 		spin_unlock(&kf->run_lock);
 	}
-	r = klu_core_ioctl(core ?: kf->core, ioctl, arg, compat);
+	if (kf->kind == KLU_FILE_VM && !xa_empty(&vm->dirty) &&
+	    (ioctl == KVM_GET_DIRTY_LOG || ioctl == KVM_CLEAR_DIRTY_LOG))
+		r = klu_dirty_ioctl(vm, kf->core, ioctl, arg, compat);
+	else
+		r = klu_core_ioctl(core ?: kf->core, ioctl, arg, compat);
 	if (core)
 		fput(core);
 	probe = kf->kind == KLU_FILE_VM && ioctl == KVM_CREATE_DEVICE && r >= 0 &&
@@ -507,6 +515,8 @@ static int klu_file_release(struct inode *inode, struct file *filp)
 	fput(kf->core);
 	if (kf->pending)	/* its page stays in the VMM, which is closing this vCPU */
 		fput(kf->pending);
+	if (kf->pending_vm)
+		fput(kf->pending_vm);
 	klu_journal_free(&kf->journal);
 	kfree(kf);
 	klu_vm_put(vm);

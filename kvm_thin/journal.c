@@ -286,6 +286,12 @@ static bool klu_same_ioctl(struct klu_record *old, struct klu_record *rec)
 	return true;
 }
 
+static bool klu_same_cap(struct klu_record *old, struct klu_record *rec)
+{
+	return ((struct kvm_enable_cap *)old->data)->cap ==
+	       ((struct kvm_enable_cap *)rec->data)->cap;
+}
+
 static bool klu_same_irqfd(struct klu_record *old, struct klu_record *rec)
 {
 	return old->files[0] == rec->files[0] &&
@@ -316,13 +322,19 @@ static bool klu_zone_inside(struct klu_record *old, struct klu_record *rec)
  */
 static int klu_journal_slot(struct klu_vm *vm, struct klu_record *rec)
 {
-	struct kvm_userspace_memory_region *m = (void *)rec->data;
+	struct kvm_userspace_memory_region *m = (void *)rec->data, *was;
 	struct klu_record *old;
 
 	old = m->memory_size ? xa_store(&vm->slots, m->slot, rec, GFP_KERNEL_ACCOUNT) :
 			       xa_erase(&vm->slots, m->slot);
 	if (xa_is_err(old))
 		return xa_err(old);
+	/* Bits a move carried for the slot hold while it logs, in the same place. */
+	was = old ? (void *)old->data : NULL;
+	klu_dirty_slot_changed(vm, m->slot, was && m->flags & KVM_MEM_LOG_DIRTY_PAGES &&
+			       was->flags & KVM_MEM_LOG_DIRTY_PAGES &&
+			       was->memory_size == m->memory_size &&
+			       was->guest_phys_addr == m->guest_phys_addr);
 	if (old) {
 		list_del(&old->node);
 		klu_record_free(old);
@@ -453,6 +465,14 @@ void klu_journal_note(struct klu_file *kf, unsigned int ioctl, unsigned long arg
 		case KVM_CAP_DIRTY_LOG_RING_ACQ_REL:
 			klu_set_unmovable(vm, "dirty ring", ioctl, 0);
 			goto drop;
+		case KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2:
+			if (kf->kind != KLU_FILE_VM)
+				break;
+			/* Its value replaces the last one (dirty.c reads it). */
+			klu_journal_drop(journal, rec, klu_same_cap);
+			WRITE_ONCE(vm->dirty_manual,
+				   ((struct kvm_enable_cap *)rec->data)->args[0]);
+			break;
 		}
 		break;
 	default:
@@ -468,17 +488,33 @@ out:
 	mutex_unlock(&vm->files_lock);
 }
 
-/* Does a memory slot of @vm log dirty pages?  A move would lose the bits it holds. */
-bool klu_journal_dirty_logging(struct klu_vm *vm)
+/* The memory slots of @vm that log dirty pages, in a new array at @out: how many, or -errno. */
+int klu_journal_log_slots(struct klu_vm *vm, struct klu_dirty_slot **out)
 {
+	struct kvm_userspace_memory_region *m;
 	struct klu_record *rec;
+	unsigned long slot;
+	int n = 0, max = 0;
 
-	list_for_each_entry(rec, &vm->journal, node)
-		if (rec->ioctl == KVM_SET_USER_MEMORY_REGION &&
-		    ((struct kvm_userspace_memory_region *)rec->data)->flags &
-		    KVM_MEM_LOG_DIRTY_PAGES)
-			return true;
-	return false;
+	lockdep_assert_held(&vm->files_lock);
+	*out = NULL;
+	xa_for_each(&vm->slots, slot, rec)
+		max += !!(((struct kvm_userspace_memory_region *)rec->data)->flags &
+			  KVM_MEM_LOG_DIRTY_PAGES);
+	if (!max)
+		return 0;
+	*out = kmalloc_array(max, sizeof(**out), GFP_KERNEL);
+	if (!*out)
+		return -ENOMEM;
+	xa_for_each(&vm->slots, slot, rec) {
+		m = (void *)rec->data;
+		if (m->flags & KVM_MEM_LOG_DIRTY_PAGES)
+			(*out)[n++] = (struct klu_dirty_slot){
+				.slot = m->slot,
+				.npages = m->memory_size >> PAGE_SHIFT,
+			};
+	}
+	return n;
 }
 
 /* Put @rec's argument into @scratch, with fds for its files; returns the ioctl arg. */
@@ -515,6 +551,10 @@ static long klu_record_stage(struct klu_record *rec, void __user *scratch, int f
 		}
 	} else if (rec->ioctl == KVM_IOEVENTFD) {
 		((struct kvm_ioeventfd *)buf)->fd = fds[0];
+	} else if (rec->ioctl == KVM_ENABLE_CAP &&
+		   ((struct kvm_enable_cap *)buf)->cap == KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) {
+		/* The old core's bits come across instead: see klu_dirty_rebuilt(). */
+		((struct kvm_enable_cap *)buf)->args[0] &= ~KVM_DIRTY_LOG_INITIALLY_SET;
 	} else if (rec->ioctl == KVM_X86_SET_MSR_FILTER) {
 		struct kvm_msr_filter *f = (void *)buf;
 		size_t off = sizeof(*f);

@@ -260,6 +260,8 @@ static int klu_rebuild(struct klu_move *mv)
 		return r;
 	r = klu_journal_replay(&vm->journal, mv->new[0], mv->scratch, KLU_SCRATCH_ARG,
 			       KLU_REPLAY_CONFIG);
+	if (!r)
+		r = klu_dirty_rebuilt(vm, mv->new[0], mv->scratch);
 	if (r)
 		return klu_fail(mv, r, "replaying the VM's configuration failed");
 	r = klu_step(mv, KLU_STEP_CREATE_VCPUS);
@@ -716,7 +718,7 @@ static int klu_commit(struct klu_move *mv)
 	struct klu_vm *vm = mv->vm;
 	struct klu_file *kf;
 	bool ring = false;
-	int i = 0, r;
+	int i = 0, logs, r;
 
 	r = klu_step(mv, KLU_STEP_COMMIT);
 	if (r)
@@ -759,6 +761,14 @@ static int klu_commit(struct klu_move *mv)
 		i++;
 	}
 	/*
+	 * The dirty bits of the old core, once nothing runs on it any more but the exits
+	 * left to complete (which read them again).  A failure after this still has them:
+	 * kvm_thin carries them for whichever core the VM runs on.
+	 */
+	logs = klu_dirty_move(vm, mv->old_vm, mv->scratch, KLU_SCRATCH_SIZE);
+	if (logs < 0)
+		return klu_fail(mv, logs, "reading the old core's dirty log");
+	/*
 	 * The posted-interrupt descriptors, after every state ioctl (KVM_SET_LAPIC clears
 	 * the new vCPU's): what the IOMMU posted since the old vCPU's KVM_GET_LAPIC stays
 	 * pending in them, and the new vCPUs take it in on their first entry.
@@ -796,6 +806,7 @@ static int klu_commit(struct klu_move *mv)
 		if (mv->pending_buf[i]) {
 			kf->pending = kf->core;
 			kf->pending_buf = (void __user *)mv->pending_buf[i];
+			kf->pending_vm = logs ? get_file(mv->old_vm) : NULL;
 			mv->pending_buf[i] = 0;
 		} else {
 			struct klu_grave *g = kzalloc(sizeof(*g), GFP_KERNEL | __GFP_NOFAIL);
@@ -827,9 +838,6 @@ static int klu_move_check(struct klu_move *mv)
 	lockdep_assert_held(&vm->files_lock);
 	if (vm->unmovable[0])
 		return klu_fail(mv, -EOPNOTSUPP, "the VM is not movable: %s", vm->unmovable);
-	if (klu_journal_dirty_logging(vm))
-		return klu_fail(mv, -EOPNOTSUPP,
-				"a memory slot logs dirty pages, whose bits a move would lose");
 	kf = list_first_entry_or_null(&vm->files, struct klu_file, node);
 	if (!kf || kf->kind != KLU_FILE_VM)
 		return klu_fail(mv, -ENOENT, "the VMM closed the VM file");

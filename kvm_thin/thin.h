@@ -69,6 +69,7 @@ struct klu_file {
 	struct file *pending;			/* an old core's vCPU that must complete it */
 	struct mutex finish_lock;		/* one thread completes pending */
 	void __user *pending_buf;		/* scratch of the VMM's for doing so */
+	struct file *pending_vm;		/* and pending's VM file, for its dirty log */
 	struct list_head journal;		/* configuration ioctls to replay */
 };
 
@@ -88,7 +89,8 @@ struct klu_grave {
  *
  * Lock order (Documentation/design.rst, "Locks"): klu_move_lock, then lock (written
  * by a move only through down_write_trylock), then files_lock, then the VMM's mmap
- * lock.  A file's finish_lock nests inside lock (read).  run_lock and record_lock are
+ * lock.  A file's finish_lock nests inside lock (read), and files_lock inside it.
+ * dirty_lock nests inside lock (read) and files_lock.  run_lock and record_lock are
  * innermost spinlocks; klu_file_mmap() takes run_lock under the mmap lock.
  */
 struct klu_vm {
@@ -106,6 +108,10 @@ struct klu_vm {
 	int nr_vcpus;
 	struct list_head journal;		/* VM configuration ioctls to replay */
 	struct xarray slots;			/* memory slot -> its journal record */
+	/* dirty.c: bits carried from an old core's dirty logs */
+	struct mutex dirty_lock;
+	struct xarray dirty;			/* memory slot -> struct klu_dirty */
+	u64 dirty_manual;			/* KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 args[0] */
 	char unmovable[80];			/* why a move would lose state, or "" */
 	const void *kvm;			/* the core's struct kvm: never dereferenced */
 	bool has_device;			/* a KVM device may have handed kvm out */
@@ -165,7 +171,20 @@ enum klu_replay {
 int klu_journal_replay(struct list_head *journal, struct file *core, void __user *scratch,
 		       size_t scratch_size, enum klu_replay what);
 void klu_journal_resample_kick(struct list_head *journal);
-bool klu_journal_dirty_logging(struct klu_vm *vm);
+struct klu_dirty_slot {
+	u32 slot;		/* as KVM_SET_USER_MEMORY_REGION names it: as_id << 16 | id */
+	u64 npages;
+};
+int klu_journal_log_slots(struct klu_vm *vm, struct klu_dirty_slot **out);
+
+/* dirty.c: dirty-page logging across moves */
+int klu_dirty_move(struct klu_vm *vm, struct file *old_vm, void __user *buf, size_t size);
+void klu_dirty_after_exit(struct klu_file *kf);
+long klu_dirty_ioctl(struct klu_vm *vm, struct file *core, unsigned int ioctl,
+		     unsigned long arg, bool compat);
+void klu_dirty_slot_changed(struct klu_vm *vm, u32 slot, bool same);
+int klu_dirty_rebuilt(struct klu_vm *vm, struct file *new_vm, void __user *scratch);
+void klu_dirty_free(struct klu_vm *vm);
 bool klu_journal_is_state(unsigned int ioctl);
 
 /* bypass.c: the irq-bypass consumers of the irqfds, across moves */

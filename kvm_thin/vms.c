@@ -105,6 +105,7 @@ static void klu_vm_release(struct kobject *kobj)
 		klu_owner_del(vm->kvm, vm);
 	klu_journal_free(&vm->journal);
 	xa_destroy(&vm->slots);
+	klu_dirty_free(vm);
 	mmdrop(vm->mm);
 	kfree(vm);
 }
@@ -129,6 +130,8 @@ struct klu_vm *klu_vm_new(struct klu_core *core, unsigned long type)
 	INIT_LIST_HEAD(&vm->files);
 	INIT_LIST_HEAD(&vm->journal);
 	xa_init(&vm->slots);
+	mutex_init(&vm->dirty_lock);
+	xa_init(&vm->dirty);
 	init_waitqueue_head(&vm->wq);
 	spin_lock_init(&vm->record_lock);
 	vm->core = core;

@@ -19,12 +19,31 @@
 #define KLU_PORT_DONE		0xe4	/* outl: guest finished, value = status */
 #define KLU_PORT_PROGRESS	0xe8	/* outl: a progress tick (forces an exit) */
 #define KLU_PORT_ECHO		0xec	/* inl: host answers with the last value written */
+#define KLU_PORT_COMMAND	0xf0	/* inl: the host's next command (KLU_MODE_DIRTY) */
 #define KLU_MMIO_ECHO		0xd0000000u	/* the same as MMIO: no memory slot there */
+#define KLU_DIRTY_GPA		0x10000000u	/* KLU_MODE_DIRTY's memory slot */
 
 #define KLU_MODE_COMPUTE	1	/* FNV-1a over the data, then a prime sieve */
 #define KLU_MODE_EXITS		2	/* iterations echo round trips, nothing else */
 #define KLU_MODE_IRQ		3	/* LAPIC timer ticks, an IPI ring, irqfd MSIs */
 #define KLU_MODE_SPIN		4	/* no exit until stop: vCPU 0 counts, the rest halt */
+#define KLU_MODE_DIRTY		5	/* writes pages at KLU_DIRTY_GPA as commanded */
+
+/*
+ * KLU_MODE_DIRTY's commands, read from KLU_PORT_COMMAND: the operation in the top 4
+ * bits, a page of the slot at KLU_DIRTY_GPA in the low 16.
+ *   WRITE  store the command word at the start of the page;
+ *   INS    one insl from KLU_PORT_ECHO to the start of the page (KVM writes it
+ *          when the exit completes);
+ *   WAIT   put the command word in dirty_spin, then spin until dirty_go holds it;
+ *   STOP   finish (KLU_PORT_DONE).
+ */
+#define KLU_DIRTY_WRITE		1u
+#define KLU_DIRTY_INS		2u
+#define KLU_DIRTY_WAIT		3u
+#define KLU_DIRTY_STOP		4u
+#define KLU_DIRTY_OP(cmd)	((cmd) >> 28)
+#define KLU_DIRTY_PAGE(cmd)	((cmd) & 0xffffu)
 
 #define KLU_MAX_VCPUS		8
 
@@ -78,6 +97,9 @@ struct klu_params {
 	unsigned int tick_tsc;		/* TSC cycles between timer deadlines */
 	unsigned int ring_go;		/* every vCPU is ready: start the IPI ring */
 	unsigned int stop;		/* the host says: finish */
+	/* KLU_MODE_DIRTY */
+	unsigned int dirty_spin;	/* the WAIT the guest spins in */
+	unsigned int dirty_go;		/* the WAIT it may leave */
 };
 
 #endif

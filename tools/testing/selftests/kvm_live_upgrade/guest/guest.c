@@ -246,6 +246,34 @@ static void irq_main(unsigned int me)
 	guest_outl(KLU_PORT_RESULT, c->ticks);
 }
 
+/* ---- KLU_MODE_DIRTY ---------------------------------------------------------------- */
+
+static void dirty_main(void)
+{
+	struct klu_params *p = params();
+	unsigned int cmd, *dst;
+
+	for (;;) {
+		cmd = guest_inl(KLU_PORT_COMMAND);
+		dst = (unsigned int *)(KLU_DIRTY_GPA + KLU_DIRTY_PAGE(cmd) * 4096u);
+		switch (KLU_DIRTY_OP(cmd)) {
+		case KLU_DIRTY_WRITE:
+			KLU_WRITE(*dst, cmd);
+			break;
+		case KLU_DIRTY_INS:
+			asm volatile("cld; insl" : "+D"(dst) : "d"(KLU_PORT_ECHO) : "memory");
+			break;
+		case KLU_DIRTY_WAIT:
+			KLU_WRITE(p->dirty_spin, cmd);
+			while (KLU_READ(p->dirty_go) != cmd)
+				asm volatile("pause");
+			break;
+		default:
+			return;
+		}
+	}
+}
+
 void guest_main(unsigned int vcpu)
 {
 	struct klu_params *p = params();
@@ -287,6 +315,9 @@ void guest_main(unsigned int vcpu)
 		while (!KLU_READ(p->stop))
 			KLU_WRITE(counts(0)->ticks, counts(0)->ticks + 1);
 		guest_outl(KLU_PORT_RESULT, counts(0)->ticks);
+		break;
+	case KLU_MODE_DIRTY:
+		dirty_main();
 		break;
 	}
 	guest_outl(KLU_PORT_DONE, 0);
