@@ -12,14 +12,18 @@
  *
  * A vCPU that completes an exit on its old core after the move (files.c) may write guest
  * memory there (string I/O, an MMIO read into memory): that completion reads the old
- * VM's bits once more.
+ * VM's bits once more, by the slots as they were at the move.
  *
  * Where bits could have been cleared in a core without reaching kvm_thin (a fault in
- * the VMM's memory), every page of the slot is marked: more bits, never fewer.
- * Documentation/design.rst, "Dirty logging", says how many more a move can add.
+ * the VMM's memory), or where what the old core logged cannot be read (a slot that
+ * changed, or began logging, after the move), every page of the slot is marked: more
+ * bits, never fewer.  Documentation/design.rst, "Dirty logging", says how many more a
+ * move can add.
  *
- * dirty_lock nests inside vm->lock (read) and files_lock.  Under it are only the
- * VMM's mmap lock (user copies, vm_mmap()) and calls into a core's VM file.
+ * dirty_lock is held over the VMM's memory (user copies, vm_mmap()) and calls into a
+ * core's VM file, so nothing that a move or sysfs waits for is taken around it: it is
+ * taken under vm->lock (read) by the VMM's own threads, never under files_lock, and
+ * by the mover with vm->lock written, when none of them can hold it.
  *
  * Copyright (C) 2026 The kvm-live-upgrade authors.
  */
@@ -58,7 +62,9 @@ static struct klu_dirty *klu_dirty_bits(struct klu_vm *vm, u32 slot, u64 npages)
 	lockdep_assert_held(&vm->dirty_lock);
 	if (d && d->npages == npages)
 		return d;
-	d = kvzalloc(struct_size(d, bits, BITS_TO_LONGS(npages)), GFP_KERNEL_ACCOUNT);
+	/* npages <= KLU_SLOT_PAGES_MAX (journal.c): 256 MiB at most */
+	d = kvzalloc(struct_size(d, bits, BITS_TO_LONGS(npages)),
+		     GFP_KERNEL_ACCOUNT | __GFP_NOWARN);
 	if (!d)
 		return ERR_PTR(-ENOMEM);
 	d->npages = npages;
@@ -71,10 +77,26 @@ static struct klu_dirty *klu_dirty_bits(struct klu_vm *vm, u32 slot, u64 npages)
 	return d;
 }
 
+/* Manual mode: clear in the core VM file @old the bits of @s just read into @ubits. */
+static void klu_dirty_clear_core(struct file *old, const struct klu_dirty_slot *s,
+				 void __user *buf, void __user *ubits)
+{
+	struct kvm_clear_dirty_log clear = {
+		.slot = s->slot,
+		.num_pages = s->npages,
+		.dirty_bitmap = ubits,
+	};
+
+	if (!copy_to_user(buf, &clear, sizeof(clear)))
+		old->f_op->unlocked_ioctl(old, KVM_CLEAR_DIRTY_LOG, (unsigned long)buf);
+}
+
 /*
  * Read the dirty bits of slot @s from the core VM file @old into what is carried.  @buf
  * is @size bytes of user memory in current->mm (the VMM's), the first 64 for the
- * argument; a bitmap too large for the rest gets a mapping of its own.
+ * argument; a bitmap too large for the rest gets a mapping of its own.  In manual
+ * mode, what was read is cleared in @old too: a later read then brings only what is
+ * new, not bits the VMM has cleared since.
  */
 static int klu_dirty_read_slot(struct klu_vm *vm, struct file *old,
 			       const struct klu_dirty_slot *s, void __user *buf,
@@ -99,83 +121,109 @@ static int klu_dirty_read_slot(struct klu_vm *vm, struct file *old,
 		ubits = (void __user *)map;
 	}
 	log.dirty_bitmap = ubits;
+	/* If this copy fails, the core has its bits still. */
 	r = copy_to_user(buf, &log, sizeof(log)) ? -EFAULT : 0;
-	if (!r)
+	if (!r) {
 		r = old->f_op->unlocked_ioctl(old, KVM_GET_DIRTY_LOG, (unsigned long)buf);
-	for (off = 0; !r && off < bytes; off += n) {
-		n = min(bytes - off, sizeof(chunk));
-		if (copy_from_user(chunk, ubits + off, n)) {
-			r = -EFAULT;
-			break;
+		for (off = 0; !r && off < bytes; off += n) {
+			n = min(bytes - off, sizeof(chunk));
+			if (copy_from_user(chunk, ubits + off, n)) {
+				r = -EFAULT;
+				break;
+			}
+			for (i = 0; i < n; i++)
+				((u8 *)d->bits)[off + i] |= chunk[i];
 		}
-		for (i = 0; i < n; i++)
-			((u8 *)d->bits)[off + i] |= chunk[i];
+		/* The core may have cleared what it gave: mark it all rather than lose any. */
+		if (r)
+			bitmap_set(d->bits, 0, d->npages);
+		else if (READ_ONCE(vm->dirty_manual) & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE)
+			klu_dirty_clear_core(old, s, buf, ubits);  /* if not: more bits later */
 	}
-	/* The core may have cleared what it gave: mark it all rather than lose any. */
-	if (r)
-		bitmap_fill(d->bits, d->npages);
 	if (map)
 		vm_munmap(map, bytes);
 	return r;
 }
 
-static int klu_dirty_read(struct klu_vm *vm, struct file *old, struct klu_dirty_slot *s,
-			  int n, void __user *buf, size_t size)
+static void klu_dirty_read_failed(struct klu_vm *vm, u32 slot, struct file *old, int r)
 {
-	int i, r = 0, e;
-
-	mutex_lock(&vm->dirty_lock);
-	for (i = 0; i < n; i++) {
-		e = klu_dirty_read_slot(vm, old, &s[i], buf, size);
-		if (e)
-			pr_err("VM %lu: reading slot 0x%x's dirty log from core file %pD failed (%d): every page of it is marked dirty\n",
-			       vm->id, s[i].slot, old, e);
-		r = r ?: e;
-	}
-	mutex_unlock(&vm->dirty_lock);
-	return r;
+	pr_err_ratelimited("VM %lu: reading slot 0x%x's dirty log from core file %pD failed (%d)%s\n",
+			   vm->id, slot, old, r,
+			   r == -ENOMEM ? "" : ": every page of it is marked dirty");
 }
 
 /*
  * A move, with the VM quiesced (vm->lock written, files_lock held): carry the old core's
- * dirty bits.  @buf: the move's scratch.  The number of slots that log, or -errno.
+ * dirty bits.  @buf: the move's scratch.  The slots that log go to @slots (for the exits
+ * left to complete); their number, or -errno.
  */
-int klu_dirty_move(struct klu_vm *vm, struct file *old_vm, void __user *buf, size_t size)
+int klu_dirty_move(struct klu_vm *vm, struct file *old_vm, void __user *buf, size_t size,
+		   struct klu_dirty_slot **slots)
 {
-	struct klu_dirty_slot *s;
-	int n, r;
+	int i, n, r = 0, e;
 
 	lockdep_assert_held(&vm->files_lock);
-	n = klu_journal_log_slots(vm, &s);
+	n = klu_journal_log_slots(vm, slots);
 	if (n <= 0)
 		return n;
-	r = klu_dirty_read(vm, old_vm, s, n, buf, size);
-	kfree(s);
-	return r ?: n;
+	mutex_lock(&vm->dirty_lock);
+	for (i = 0; i < n; i++) {
+		e = klu_dirty_read_slot(vm, old_vm, &(*slots)[i], buf, size);
+		if (e)
+			klu_dirty_read_failed(vm, (*slots)[i].slot, old_vm, e);
+		r = r ?: e;
+	}
+	mutex_unlock(&vm->dirty_lock);
+	if (!r)
+		return n;
+	kvfree(*slots);
+	*slots = NULL;
+	return r;
 }
 
 /*
  * @kf completed an exit on its old core, which may have written guest memory there: that
- * core's VM logged it.  Under vm->lock (read); kf->pending_buf is free for this.
+ * core's VM logged it, in the slots it had at the move (kf->pending_slots).  A slot that
+ * logs now but did not then, or not in the same size, has every page marked.  Under
+ * vm->lock (read); kf->pending_buf is free for this.  0, or -errno with the old core's
+ * bits not all read: the caller tries again rather than lose them.
  */
-void klu_dirty_after_exit(struct klu_file *kf)
+int klu_dirty_after_exit(struct klu_file *kf)
 {
+	struct klu_dirty_slot *now, *then = NULL;
 	struct klu_vm *vm = kf->vm;
-	struct klu_dirty_slot *s;
-	int n;
+	int i, j, n, r = 0, e;
+	struct klu_dirty *d;
 
 	if (!kf->pending_vm)
-		return;
+		return 0;
 	mutex_lock(&vm->files_lock);
-	n = klu_journal_log_slots(vm, &s);
+	n = klu_journal_log_slots(vm, &now);
 	mutex_unlock(&vm->files_lock);
-	if (n < 0)
-		pr_err_ratelimited("VM %lu vCPU %u: no memory to read the old core's dirty log after its exit\n",
-				   vm->id, kf->vcpu_id);
 	if (n <= 0)
-		return;
-	klu_dirty_read(vm, kf->pending_vm, s, n, kf->pending_buf, KLU_SCRATCH_SIZE);
-	kfree(s);
+		return n;
+	mutex_lock(&vm->dirty_lock);
+	for (i = 0; i < n; i++) {
+		for (j = 0, then = NULL; j < kf->pending_nslots && !then; j++)
+			if (kf->pending_slots[j].slot == now[i].slot &&
+			    kf->pending_slots[j].npages == now[i].npages)
+				then = &kf->pending_slots[j];
+		if (then) {
+			e = klu_dirty_read_slot(vm, kf->pending_vm, then, kf->pending_buf,
+						KLU_SCRATCH_SIZE);
+			if (e)
+				klu_dirty_read_failed(vm, now[i].slot, kf->pending_vm, e);
+		} else {
+			d = klu_dirty_bits(vm, now[i].slot, now[i].npages);
+			e = PTR_ERR_OR_ZERO(d);
+			if (!e)
+				bitmap_set(d->bits, 0, d->npages);
+		}
+		r = r ?: e;
+	}
+	mutex_unlock(&vm->dirty_lock);
+	kvfree(now);
+	return r;
 }
 
 /* The carried bits of @d into the VMM's bitmap at @ubits, which the core just wrote. */
@@ -251,6 +299,10 @@ long klu_dirty_ioctl(struct klu_vm *vm, struct file *core, unsigned int ioctl,
 	d = r ? NULL : xa_load(&vm->dirty, slot);
 	if (d && ioctl == KVM_CLEAR_DIRTY_LOG) {
 		r = klu_dirty_clear_user(d, clear.first_page, clear.num_pages, ubits);
+		if (!r && bitmap_empty(d->bits, d->npages)) {
+			xa_erase(&vm->dirty, slot);
+			kvfree(d);
+		}
 	} else if (d) {
 		r = klu_dirty_or_user(d, ubits);
 		/* Plain mode: a GET clears, and the VMM has them now. */
@@ -263,12 +315,12 @@ long klu_dirty_ioctl(struct klu_vm *vm, struct file *core, unsigned int ioctl,
 	return r;
 }
 
-/* Slot @slot changed (@logs: it logs dirty pages, in the same geometry): its bits go. */
-void klu_dirty_slot_changed(struct klu_vm *vm, u32 slot, bool same)
+/* Slot @slot changed, or stopped logging: its carried bits go, as the core's bitmap. */
+void klu_dirty_slot_changed(struct klu_vm *vm, u32 slot)
 {
 	struct klu_dirty *d;
 
-	if (same || xa_empty(&vm->dirty))
+	if (xa_empty(&vm->dirty))
 		return;
 	mutex_lock(&vm->dirty_lock);
 	d = xa_erase(&vm->dirty, slot);

@@ -218,6 +218,16 @@ static long klu_core_ioctl(struct file *core, unsigned int ioctl, unsigned long 
 	return core->f_op->unlocked_ioctl(core, ioctl, arg);
 }
 
+static void klu_pending_vm_put(struct klu_file *kf)
+{
+	if (kf->pending_vm)
+		fput(kf->pending_vm);
+	kf->pending_vm = NULL;
+	kvfree(kf->pending_slots);
+	kf->pending_slots = NULL;
+	kf->pending_nslots = 0;
+}
+
 /*
  * An exit the VMM had not completed when its VM moved (it was handling it, or holds the
  * vCPU in userspace after it) stays with the old core's vCPU, the only one that knows
@@ -235,7 +245,7 @@ static int klu_vcpu_finish_pending(struct klu_file *kf)
 	struct kvm_run *run;
 	struct page *page;
 	u8 saved;
-	long r;
+	long r, e;
 
 	r = klu_copy_page(cur, old, 0) ?: klu_copy_page(cur, old, KVM_PIO_PAGE_OFFSET);
 	if (r)
@@ -249,13 +259,20 @@ static int klu_vcpu_finish_pending(struct klu_file *kf)
 	r = klu_core_ioctl(old, KVM_RUN, 0, false);
 	WRITE_ONCE(run->immediate_exit, saved);
 	put_page(page);
-	klu_dirty_after_exit(kf);
+	/*
+	 * What the completion wrote is in the old VM's dirty log.  An error leaves bits
+	 * there: this vCPU stays pending, and its next KVM_RUN reads them again (with a
+	 * new exit, at its completion).
+	 */
+	e = klu_dirty_after_exit(kf);
 	if (!r) {
 		r = klu_copy_page(old, cur, 0) ?: klu_copy_page(old, cur, KVM_PIO_PAGE_OFFSET);
 		return r ?: 1;
 	}
 	if (r != -EINTR)
 		return r;
+	if (e)
+		return e;
 	r = klu_move_vcpu_state(kf->vm, old, cur, kf->pending_buf);
 	if (r)
 		return r;
@@ -265,9 +282,7 @@ static int klu_vcpu_finish_pending(struct klu_file *kf)
 	spin_unlock(&kf->run_lock);
 	kf->pending_buf = NULL;
 	fput(old);
-	if (kf->pending_vm)
-		fput(kf->pending_vm);
-	kf->pending_vm = NULL;
+	klu_pending_vm_put(kf);
 	return 0;
 }
 
@@ -515,8 +530,7 @@ static int klu_file_release(struct inode *inode, struct file *filp)
 	fput(kf->core);
 	if (kf->pending)	/* its page stays in the VMM, which is closing this vCPU */
 		fput(kf->pending);
-	if (kf->pending_vm)
-		fput(kf->pending_vm);
+	klu_pending_vm_put(kf);
 	klu_journal_free(&kf->journal);
 	kfree(kf);
 	klu_vm_put(vm);

@@ -320,21 +320,27 @@ static bool klu_zone_inside(struct klu_record *old, struct klu_record *rec)
  * A memory slot's record replaces the slot's last one (found through vm->slots: a VMM
  * may have thousands of slots); a deleted slot is forgotten.  1: drop @rec.
  */
-static int klu_journal_slot(struct klu_vm *vm, struct klu_record *rec)
+static int klu_journal_slot(struct klu_vm *vm, struct klu_record *rec, bool *drop_dirty)
 {
 	struct kvm_userspace_memory_region *m = (void *)rec->data, *was;
 	struct klu_record *old;
 
+	/*
+	 * The core checked its own copy of the argument; this one was read again after
+	 * the call (see klu_record_new()), and dirty.c sizes bitmaps by it.
+	 */
+	if (!PAGE_ALIGNED(m->memory_size) || m->memory_size >> PAGE_SHIFT > KLU_SLOT_PAGES_MAX)
+		return -EINVAL;
 	old = m->memory_size ? xa_store(&vm->slots, m->slot, rec, GFP_KERNEL_ACCOUNT) :
 			       xa_erase(&vm->slots, m->slot);
 	if (xa_is_err(old))
 		return xa_err(old);
 	/* Bits a move carried for the slot hold while it logs, in the same place. */
 	was = old ? (void *)old->data : NULL;
-	klu_dirty_slot_changed(vm, m->slot, was && m->flags & KVM_MEM_LOG_DIRTY_PAGES &&
-			       was->flags & KVM_MEM_LOG_DIRTY_PAGES &&
-			       was->memory_size == m->memory_size &&
-			       was->guest_phys_addr == m->guest_phys_addr);
+	*drop_dirty = !(was && m->flags & KVM_MEM_LOG_DIRTY_PAGES &&
+			was->flags & KVM_MEM_LOG_DIRTY_PAGES &&
+			was->memory_size == m->memory_size &&
+			was->guest_phys_addr == m->guest_phys_addr);
 	if (old) {
 		list_del(&old->node);
 		klu_record_free(old);
@@ -395,7 +401,9 @@ void klu_journal_note(struct klu_file *kf, unsigned int ioctl, unsigned long arg
 	struct klu_vm *vm = kf->vm;
 	struct list_head *journal;
 	struct klu_record *rec = NULL;
+	bool drop_dirty = false;
 	enum klu_keep keep;
+	u32 slot = 0;
 	int r = 0;
 
 	switch (kf->kind) {
@@ -437,7 +445,8 @@ void klu_journal_note(struct klu_file *kf, unsigned int ioctl, unsigned long arg
 	}
 	switch (ioctl) {
 	case KVM_SET_USER_MEMORY_REGION:
-		r = klu_journal_slot(vm, rec);
+		slot = ((struct kvm_userspace_memory_region *)rec->data)->slot;
+		r = klu_journal_slot(vm, rec, &drop_dirty);
 		if (r < 0)
 			klu_set_unmovable(vm, "VM", ioctl, r);
 		if (r)
@@ -486,6 +495,9 @@ drop:
 	klu_record_free(rec);
 out:
 	mutex_unlock(&vm->files_lock);
+	/* Not under files_lock: dirty_lock is held over the VMM's memory (dirty.c). */
+	if (drop_dirty)
+		klu_dirty_slot_changed(vm, slot);
 }
 
 /* The memory slots of @vm that log dirty pages, in a new array at @out: how many, or -errno. */
@@ -503,7 +515,7 @@ int klu_journal_log_slots(struct klu_vm *vm, struct klu_dirty_slot **out)
 			  KVM_MEM_LOG_DIRTY_PAGES);
 	if (!max)
 		return 0;
-	*out = kmalloc_array(max, sizeof(**out), GFP_KERNEL);
+	*out = kvmalloc_array(max, sizeof(**out), GFP_KERNEL_ACCOUNT);
 	if (!*out)
 		return -ENOMEM;
 	xa_for_each(&vm->slots, slot, rec) {

@@ -87,6 +87,9 @@ struct klu_move {
 	/* The new core's files, in the order of vm->files. */
 	struct file **new;
 	unsigned long *pending_buf;	/* per file: scratch for an exit to complete */
+	struct klu_dirty_slot **pending_slots;	/* and the slots that log, for it */
+	struct klu_dirty_slot *log_slots;	/* the slots that log */
+	int nr_log_slots;
 	int nr_files;
 	struct file *old_vm;		/* the old core's VM file */
 	bool irqfds_off;		/* detached from the old VM */
@@ -765,9 +768,23 @@ static int klu_commit(struct klu_move *mv)
 	 * left to complete (which read them again).  A failure after this still has them:
 	 * kvm_thin carries them for whichever core the VM runs on.
 	 */
-	logs = klu_dirty_move(vm, mv->old_vm, mv->scratch, KLU_SCRATCH_SIZE);
+	logs = klu_dirty_move(vm, mv->old_vm, mv->scratch, KLU_SCRATCH_SIZE, &mv->log_slots);
 	if (logs < 0)
 		return klu_fail(mv, logs, "reading the old core's dirty log");
+	mv->nr_log_slots = logs;
+	i = 0;
+	list_for_each_entry(kf, &vm->files, node) {
+		if (mv->pending_buf[i] && logs) {
+			mv->pending_slots[i] = kvmalloc_array(logs, sizeof(*mv->log_slots),
+							      GFP_KERNEL_ACCOUNT);
+			if (!mv->pending_slots[i])
+				return klu_fail(mv, -ENOMEM, "no memory for vCPU %u's exit",
+						kf->vcpu_id);
+			memcpy(mv->pending_slots[i], mv->log_slots,
+			       logs * sizeof(*mv->log_slots));
+		}
+		i++;
+	}
 	/*
 	 * The posted-interrupt descriptors, after every state ioctl (KVM_SET_LAPIC clears
 	 * the new vCPU's): what the IOMMU posted since the old vCPU's KVM_GET_LAPIC stays
@@ -806,7 +823,11 @@ static int klu_commit(struct klu_move *mv)
 		if (mv->pending_buf[i]) {
 			kf->pending = kf->core;
 			kf->pending_buf = (void __user *)mv->pending_buf[i];
-			kf->pending_vm = logs ? get_file(mv->old_vm) : NULL;
+			/* Its completion may write guest memory: the old VM logs that. */
+			kf->pending_vm = get_file(mv->old_vm);
+			kf->pending_slots = mv->pending_slots[i];
+			kf->pending_nslots = mv->pending_slots[i] ? mv->nr_log_slots : 0;
+			mv->pending_slots[i] = NULL;
 			mv->pending_buf[i] = 0;
 		} else {
 			struct klu_grave *g = kzalloc(sizeof(*g), GFP_KERNEL | __GFP_NOFAIL);
@@ -858,9 +879,10 @@ static int klu_move_prepare(struct klu_move *mv)
 		mv->nr_files++;
 	mv->new = kcalloc(mv->nr_files, sizeof(*mv->new), GFP_KERNEL);
 	mv->pending_buf = kcalloc(mv->nr_files, sizeof(*mv->pending_buf), GFP_KERNEL);
+	mv->pending_slots = kcalloc(mv->nr_files, sizeof(*mv->pending_slots), GFP_KERNEL);
 	mv->pi.old = kcalloc(mv->nr_files, sizeof(*mv->pi.old), GFP_KERNEL);
 	mv->pi.new = kcalloc(mv->nr_files, sizeof(*mv->pi.new), GFP_KERNEL);
-	if (!mv->new || !mv->pending_buf || !mv->pi.old || !mv->pi.new)
+	if (!mv->new || !mv->pending_buf || !mv->pending_slots || !mv->pi.old || !mv->pi.new)
 		return -ENOMEM;
 	list_for_each_entry(kf, &vm->files, node) {
 		if (kf->kind == KLU_FILE_VCPU)
@@ -1062,7 +1084,7 @@ static int klu_move_vm(struct klu_vm *vm, struct klu_core *to)
 	struct klu_move *mv;
 	struct task_struct *t;
 	char from[KLU_TAG_MAX];
-	int r;
+	int i, r;
 
 	mv = kzalloc(sizeof(*mv), GFP_KERNEL);
 	if (!mv)
@@ -1098,6 +1120,10 @@ static int klu_move_vm(struct klu_vm *vm, struct klu_core *to)
 	kfree(mv->pi.new);
 	kfree(mv->new);
 	kfree(mv->pending_buf);
+	for (i = 0; mv->pending_slots && i < mv->nr_files; i++)
+		kvfree(mv->pending_slots[i]);
+	kfree(mv->pending_slots);
+	kvfree(mv->log_slots);
 	kfree(mv->msrs);
 	kfree(mv);
 	return r;

@@ -70,6 +70,8 @@ struct klu_file {
 	struct mutex finish_lock;		/* one thread completes pending */
 	void __user *pending_buf;		/* scratch of the VMM's for doing so */
 	struct file *pending_vm;		/* and pending's VM file, for its dirty log */
+	struct klu_dirty_slot *pending_slots;	/* its slots that logged, at the move */
+	int pending_nslots;
 	struct list_head journal;		/* configuration ioctls to replay */
 };
 
@@ -175,14 +177,17 @@ struct klu_dirty_slot {
 	u32 slot;		/* as KVM_SET_USER_MEMORY_REGION names it: as_id << 16 | id */
 	u64 npages;
 };
+/* KVM_MEM_MAX_NR_PAGES, which is not uAPI */
+#define KLU_SLOT_PAGES_MAX	((1ull << 31) - 1)
 int klu_journal_log_slots(struct klu_vm *vm, struct klu_dirty_slot **out);
 
 /* dirty.c: dirty-page logging across moves */
-int klu_dirty_move(struct klu_vm *vm, struct file *old_vm, void __user *buf, size_t size);
-void klu_dirty_after_exit(struct klu_file *kf);
+int klu_dirty_move(struct klu_vm *vm, struct file *old_vm, void __user *buf, size_t size,
+		   struct klu_dirty_slot **slots);
+int klu_dirty_after_exit(struct klu_file *kf);
 long klu_dirty_ioctl(struct klu_vm *vm, struct file *core, unsigned int ioctl,
 		     unsigned long arg, bool compat);
-void klu_dirty_slot_changed(struct klu_vm *vm, u32 slot, bool same);
+void klu_dirty_slot_changed(struct klu_vm *vm, u32 slot);
 int klu_dirty_rebuilt(struct klu_vm *vm, struct file *new_vm, void __user *scratch);
 void klu_dirty_free(struct klu_vm *vm);
 bool klu_journal_is_state(unsigned int ioctl);
