@@ -41,6 +41,7 @@ struct klu_kvm_owner {
 	const void *kvm;
 	struct klu_core *core;
 	const struct klu_vm *vm;	/* kvm_thin's VM that noted it */
+	atomic_t held;			/* kvm_get_kvm()s less kvm_put_kvm()s */
 	struct rcu_head rcu;
 };
 
@@ -57,6 +58,7 @@ void klu_owner_set(const void *kvm, struct klu_core *core, const struct klu_vm *
 		if (o->kvm == kvm) {	/* a freed VM's address, reused */
 			WRITE_ONCE(o->core, core);
 			o->vm = vm;
+			atomic_set(&o->held, 0);	/* the freed VM's were all put */
 			spin_unlock(&klu_owners_lock);
 			kfree(n);
 			return;
@@ -110,6 +112,45 @@ void klu_owner_forget_core(struct klu_core *core)
 		}
 	}
 	spin_unlock(&klu_owners_lock);
+}
+
+/* The entry of @kvm, under rcu_read_lock(), or NULL. */
+static struct klu_kvm_owner *klu_owner_find(const void *kvm)
+{
+	struct klu_kvm_owner *o;
+
+	hash_for_each_possible_rcu(klu_owners, o, node, (unsigned long)kvm)
+		if (o->kvm == kvm)
+			return o;
+	return NULL;
+}
+
+/*
+ * Does a module outside KVM (kvmgt) hold a reference on the struct kvm at @kvm?  It
+ * got it through kvm-vfio and keeps using it: a move, which replaces the struct kvm,
+ * would leave it with the old VM's.
+ */
+bool klu_owner_held(const void *kvm)
+{
+	struct klu_kvm_owner *o;
+	bool held;
+
+	rcu_read_lock();
+	o = klu_owner_find(kvm);
+	held = o && atomic_read(&o->held) > 0;
+	rcu_read_unlock();
+	return held;
+}
+
+static void klu_owner_hold(const void *kvm, int n)
+{
+	struct klu_kvm_owner *o;
+
+	rcu_read_lock();
+	o = klu_owner_find(kvm);
+	if (o)
+		atomic_add(n, &o->held);
+	rcu_read_unlock();
 }
 
 static struct klu_core *klu_owner(const struct kvm *kvm)
@@ -169,8 +210,10 @@ void kvm_get_kvm(struct kvm *kvm)
 {
 	typeof(kvm_get_kvm) *fn = KLU_FN(kvm, kvm_get_kvm);
 
-	if (fn)
+	if (fn) {
+		klu_owner_hold(kvm, 1);
 		fn(kvm);
+	}
 }
 EXPORT_SYMBOL_GPL(kvm_get_kvm);
 
@@ -178,8 +221,10 @@ void kvm_put_kvm(struct kvm *kvm)
 {
 	typeof(kvm_put_kvm) *fn = KLU_FN(kvm, kvm_put_kvm);
 
-	if (fn)
-		fn(kvm);
+	if (fn) {
+		klu_owner_hold(kvm, -1);
+		fn(kvm);	/* may free it: the entry's count first */
+	}
 }
 EXPORT_SYMBOL_GPL(kvm_put_kvm);
 

@@ -130,6 +130,9 @@ static int klu_file_wrap(struct klu_vm *vm, int fd, enum klu_file_kind kind, u32
 		klu_owner_set(vm->kvm, vm->core, vm);
 	} else if (kind == KLU_FILE_DEVICE) {
 		WRITE_ONCE(vm->has_device, true);
+		/* A move makes kvm-vfio again (move.c), and no other device. */
+		if (strcmp(file_dentry(core)->d_name.name, "kvm-vfio"))
+			klu_journal_refuse(vm, "a KVM device other than kvm-vfio");
 	}
 	klu_vm_add_file(vm, kf);
 	/*

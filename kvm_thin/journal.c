@@ -65,6 +65,11 @@ static enum klu_keep klu_vm_keep(unsigned int ioctl)
 	case KVM_GET_STATS_FD:
 	case KVM_GET_TSC_KHZ:
 	case KVM_GET_NR_MMU_PAGES:
+	/*
+	 * A device's file is kvm_thin's, and a move makes the device again, with its own
+	 * journal: a device other than kvm-vfio makes the VM unmovable (files.c).
+	 */
+	case KVM_CREATE_DEVICE:
 		return KLU_KEEP_NONE;
 	case KVM_CREATE_IRQCHIP:
 	case KVM_CREATE_PIT:
@@ -147,6 +152,39 @@ static enum klu_keep klu_vcpu_keep(unsigned int ioctl)
 		return KLU_KEEP_LATEST;
 	}
 	return KLU_KEEP_REFUSE;
+}
+
+/* A device's ioctls: kvm-vfio's VFIO groups (the only device a move makes again). */
+static enum klu_keep klu_device_keep(unsigned int ioctl)
+{
+	switch (ioctl) {
+	case KVM_HAS_DEVICE_ATTR:
+	case KVM_GET_DEVICE_ATTR:
+		return KLU_KEEP_NONE;
+	case KVM_SET_DEVICE_ATTR:
+		return KLU_KEEP_SPECIAL;
+	}
+	return KLU_KEEP_REFUSE;
+}
+
+/* A kvm-vfio attribute that adds (@del false) or deletes a VFIO group. */
+static bool klu_vfio_group_attr(const struct kvm_device_attr *a, bool del)
+{
+	return a->group == KVM_DEV_VFIO_GROUP &&
+	       a->attr == (del ? KVM_DEV_VFIO_GROUP_DEL : KVM_DEV_VFIO_GROUP_ADD);
+}
+
+/*
+ * Is @file one of VFIO's?  kvm-vfio took a VFIO group at the fd number that the journal
+ * reads again from the VMM's memory; a VMM that put another file there (its own VM
+ * file, a socket) must not get kvm_thin to hold that one, which could keep its VM
+ * alive for ever.  A file of the vfio module holds no VM.
+ */
+static bool klu_vfio_file(const struct file *file)
+{
+	const struct module *owner = file->f_op->owner;
+
+	return owner && !strcmp(owner->name, "vfio");
 }
 
 /* Does @ioctl on a vCPU read or set state (rather than configure the vCPU)? */
@@ -292,6 +330,12 @@ static bool klu_same_cap(struct klu_record *old, struct klu_record *rec)
 	       ((struct kvm_enable_cap *)rec->data)->cap;
 }
 
+/* The same VFIO group file (an add, against a delete of it). */
+static bool klu_same_group(struct klu_record *old, struct klu_record *rec)
+{
+	return old->files[0] == rec->files[0];
+}
+
 static bool klu_same_irqfd(struct klu_record *old, struct klu_record *rec)
 {
 	return old->files[0] == rec->files[0] &&
@@ -361,6 +405,13 @@ static int klu_record_files(struct klu_record *rec)
 			fds[1] = a->resamplefd;
 	} else if (rec->ioctl == KVM_IOEVENTFD) {
 		fds[0] = ((struct kvm_ioeventfd *)rec->data)->fd;
+	} else if (rec->ioctl == KVM_SET_DEVICE_ATTR) {
+		struct kvm_device_attr *a = (void *)rec->data;
+
+		if (!klu_vfio_group_attr(a, false) && !klu_vfio_group_attr(a, true))
+			return 0;	/* refused below */
+		if (get_user(fds[0], (s32 __user *)(unsigned long)a->addr))
+			return -EFAULT;
 	}
 	for (i = 0; i < 2; i++) {
 		if (fds[i] < 0)
@@ -369,6 +420,8 @@ static int klu_record_files(struct klu_record *rec)
 		if (!rec->files[i])
 			return -EBADF;
 	}
+	if (rec->ioctl == KVM_SET_DEVICE_ATTR && !klu_vfio_file(rec->files[0]))
+		return -EBADF;
 	return 0;
 }
 
@@ -416,8 +469,8 @@ void klu_journal_note(struct klu_file *kf, unsigned int ioctl, unsigned long arg
 		journal = &kf->journal;
 		break;
 	default:
-		keep = KLU_KEEP_REFUSE;
-		journal = NULL;
+		keep = klu_device_keep(ioctl);
+		journal = &kf->journal;
 		break;
 	}
 	if (keep == KLU_KEEP_NONE)
@@ -468,6 +521,16 @@ void klu_journal_note(struct klu_file *kf, unsigned int ioctl, unsigned long arg
 		rec->ioctl = KVM_REGISTER_COALESCED_MMIO;
 		klu_journal_drop(journal, rec, klu_zone_inside);
 		goto drop;
+	case KVM_SET_DEVICE_ATTR:	/* a device's: kvm-vfio's groups */
+		if (klu_vfio_group_attr((void *)rec->data, true)) {
+			klu_journal_drop(journal, rec, klu_same_group);
+			goto drop;
+		}
+		if (!klu_vfio_group_attr((void *)rec->data, false)) {
+			klu_set_unmovable(vm, "device", ioctl, 0);
+			goto drop;
+		}
+		break;
 	case KVM_ENABLE_CAP:
 		switch (((struct kvm_enable_cap *)rec->data)->cap) {
 		case KVM_CAP_DIRTY_LOG_RING:
@@ -563,6 +626,18 @@ static long klu_record_stage(struct klu_record *rec, void __user *scratch, int f
 		}
 	} else if (rec->ioctl == KVM_IOEVENTFD) {
 		((struct kvm_ioeventfd *)buf)->fd = fds[0];
+	} else if (rec->ioctl == KVM_SET_DEVICE_ATTR) {
+		/* A VFIO group's fd, in scratch past the attribute. */
+		struct kvm_device_attr *a = (void *)buf;
+		s32 __user *ufd = scratch + ALIGN(sizeof(*a), 8);
+
+		a->attr = what == KLU_REPLAY_GROUPS_OFF ? KVM_DEV_VFIO_GROUP_DEL :
+			  KVM_DEV_VFIO_GROUP_ADD;
+		a->addr = (u64)(unsigned long)ufd;
+		if (put_user(fds[0], ufd)) {
+			kfree(buf);
+			return -EFAULT;
+		}
 	} else if (rec->ioctl == KVM_ENABLE_CAP &&
 		   ((struct kvm_enable_cap *)buf)->cap == KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) {
 		/* The old core's bits come across instead: see klu_dirty_rebuilt(). */
@@ -585,9 +660,11 @@ static long klu_record_stage(struct klu_record *rec, void __user *scratch, int f
  * Replay @journal on the core file @core, staging arguments in @scratch (user memory of
  * the VMM's mm, which the caller uses).  KLU_REPLAY_CONFIG replays everything but the
  * irqfds and stops at the first error.  KLU_REPLAY_IRQFDS_ON and _OFF attach and detach
- * the irqfds (see "Interrupts during a move" in Documentation/design.rst); they go on past
- * an error, so that as many as possible are where they should be, and an irqfd that is
- * already attached (-EBUSY) counts as attached.  0, or the first error.
+ * the irqfds (see "Interrupts during a move" in Documentation/design.rst), and
+ * KLU_REPLAY_GROUPS_ON and _OFF add and delete a kvm-vfio device's VFIO groups; they go
+ * on past an error, so that as many as possible are where they should be, and an irqfd
+ * already attached (-EBUSY), a group already added (-EEXIST) or not there to delete
+ * (-ENOENT) counts as done.  0, or the first error.
  */
 int klu_journal_replay(struct list_head *journal, struct file *core, void __user *scratch,
 		       size_t scratch_size, enum klu_replay what)
@@ -597,9 +674,12 @@ int klu_journal_replay(struct list_head *journal, struct file *core, void __user
 	long arg;
 
 	list_for_each_entry(rec, journal, node) {
+		bool irqfd = rec->ioctl == KVM_IRQFD, group = rec->ioctl == KVM_SET_DEVICE_ATTR;
 		int fds[2] = { -1, -1 };
 
-		if (what == KLU_REPLAY_CONFIG ? rec->ioctl == KVM_IRQFD : rec->ioctl != KVM_IRQFD)
+		if (what == KLU_REPLAY_CONFIG ? irqfd || group :
+		    what == KLU_REPLAY_IRQFDS_ON || what == KLU_REPLAY_IRQFDS_OFF ? !irqfd :
+		    !group)
 			continue;
 		if (rec->size > scratch_size)
 			return -E2BIG;
@@ -610,12 +690,14 @@ int klu_journal_replay(struct list_head *journal, struct file *core, void __user
 			close_fd(fds[0]);
 		if (fds[1] >= 0)
 			close_fd(fds[1]);
-		if (r == -EBUSY && what == KLU_REPLAY_IRQFDS_ON)
+		if ((r == -EBUSY && what == KLU_REPLAY_IRQFDS_ON) ||
+		    (r == -EEXIST && what == KLU_REPLAY_GROUPS_ON) ||
+		    (r == -ENOENT && what == KLU_REPLAY_GROUPS_OFF))
 			r = 0;
 		if (r < 0) {
 			pr_err("%s ioctl 0x%x on core file %pD failed: %d\n",
-			       what == KLU_REPLAY_IRQFDS_OFF ? "detaching with" : "replaying",
-			       rec->ioctl, core, r);
+			       what == KLU_REPLAY_IRQFDS_OFF || what == KLU_REPLAY_GROUPS_OFF ?
+			       "detaching with" : "replaying", rec->ioctl, core, r);
 			if (what == KLU_REPLAY_CONFIG)
 				return r;
 			first = first ?: r;

@@ -94,6 +94,7 @@ struct klu_move {
 	struct file *old_vm;		/* the old core's VM file */
 	bool irqfds_off;		/* detached from the old VM */
 	bool irqfds_new;		/* attached to the new VM */
+	bool groups_moved;		/* kvm-vfio's groups, from old to new devices */
 	unsigned int bp_kept, bp_fallback;	/* irq bypasses handed over, or not */
 	bool bp_keep;			/* hand connected bypasses over */
 	bool pi_on;			/* and the vCPUs' posted-interrupt descriptors */
@@ -244,6 +245,55 @@ static int klu_new_file(struct klu_move *mv, int i, long fd)
 	return mv->new[i] ? 0 : -EBADF;
 }
 
+/*
+ * A kvm-vfio device on the new VM, at @i of mv->new (the only device a move makes: any
+ * other makes the VM unmovable).  Its VFIO groups come over at commit.
+ */
+static int klu_new_device(struct klu_move *mv, int i)
+{
+	struct kvm_create_device __user *ucd = mv->scratch;
+	struct kvm_create_device cd = { .type = KVM_DEV_TYPE_VFIO };
+	long r;
+
+	if (copy_to_user(ucd, &cd, sizeof(cd)))
+		return -EFAULT;
+	r = klu_ioc_ptr(mv->new[0], KVM_CREATE_DEVICE, ucd);
+	if (!r && get_user(cd.fd, &ucd->fd))
+		r = -EFAULT;
+	if (!r)
+		r = klu_new_file(mv, i, cd.fd);
+	if (!r && strcmp(file_dentry(mv->new[i])->d_name.name, "kvm-vfio"))
+		r = -EBADF;
+	return r ? klu_fail(mv, r, "creating the kvm-vfio device failed") : 0;
+}
+
+/*
+ * kvm-vfio's VFIO groups go from the old devices to the new ones: deleted from the old
+ * (VFIO's kvm pointer cleared, the old VM's assignment count and non-coherent DMA
+ * accounting dropped), then added to the new, which points VFIO at the new struct kvm.
+ * Before the posted-interrupt descriptors: KVM maintains them only in a VM with an
+ * assigned device.  klu_move_discard() undoes it.
+ */
+static int klu_move_groups(struct klu_move *mv)
+{
+	struct klu_file *kf;
+	int i = 0, r = 0;
+
+	list_for_each_entry(kf, &mv->vm->files, node) {
+		if (kf->kind == KLU_FILE_DEVICE && !list_empty(&kf->journal)) {
+			mv->groups_moved = true;
+			r = klu_journal_replay(&kf->journal, kf->core, mv->scratch,
+					       KLU_SCRATCH_ARG, KLU_REPLAY_GROUPS_OFF) ?:
+			    klu_journal_replay(&kf->journal, mv->new[i], mv->scratch,
+					       KLU_SCRATCH_ARG, KLU_REPLAY_GROUPS_ON);
+			if (r)
+				return klu_fail(mv, r, "handing kvm-vfio's VFIO groups over");
+		}
+		i++;
+	}
+	return 0;
+}
+
 static int klu_rebuild(struct klu_move *mv)
 {
 	struct klu_vm *vm = mv->vm;
@@ -271,6 +321,12 @@ static int klu_rebuild(struct klu_move *mv)
 	if (r)
 		return r;
 	list_for_each_entry(kf, &vm->files, node) {
+		if (kf->kind == KLU_FILE_DEVICE) {
+			r = klu_new_device(mv, i++);
+			if (r)
+				return r;
+			continue;
+		}
 		if (kf->kind != KLU_FILE_VCPU) {
 			i++;
 			continue;
@@ -785,6 +841,9 @@ static int klu_commit(struct klu_move *mv)
 		}
 		i++;
 	}
+	r = klu_move_groups(mv);
+	if (r)
+		return r;
 	/*
 	 * The posted-interrupt descriptors, after every state ioctl (KVM_SET_LAPIC clears
 	 * the new vCPU's): what the IOMMU posted since the old vCPU's KVM_GET_LAPIC stays
@@ -840,8 +899,11 @@ static int klu_commit(struct klu_move *mv)
 		spin_unlock(&kf->run_lock);
 		mv->new[i++] = NULL;
 	}
-	/* The new VM file (the first) holds the new core's struct kvm: for kvmgt's calls. */
-	klu_owner_del(vm->kvm, vm);	/* a VM with a device does not move */
+	/*
+	 * The new VM file (the first) holds the new core's struct kvm: for kvmgt's calls.
+	 * The old one's entry goes: nothing outside KVM held it (klu_move_check()).
+	 */
+	klu_owner_del(vm->kvm, vm);
 	vm->kvm = list_first_entry(&vm->files, struct klu_file, node)->core->private_data;
 	klu_owner_set(vm->kvm, mv->to, vm);
 	WRITE_ONCE(vm->core, mv->to);
@@ -859,6 +921,9 @@ static int klu_move_check(struct klu_move *mv)
 	lockdep_assert_held(&vm->files_lock);
 	if (vm->unmovable[0])
 		return klu_fail(mv, -EOPNOTSUPP, "the VM is not movable: %s", vm->unmovable);
+	if (vm->has_device && klu_owner_held(vm->kvm))
+		return klu_fail(mv, -EOPNOTSUPP,
+				"a module outside KVM (kvmgt) holds the VM's struct kvm, which a move replaces");
 	kf = list_first_entry_or_null(&vm->files, struct klu_file, node);
 	if (!kf || kf->kind != KLU_FILE_VM)
 		return klu_fail(mv, -ENOENT, "the VMM closed the VM file");
@@ -920,6 +985,26 @@ static int klu_detach_irqfds(struct klu_move *mv)
 	return r ? klu_fail(mv, r, "detaching the irqfds from the old VM") : 0;
 }
 
+/* A failed move gives the VFIO groups back to the old kvm-vfio devices. */
+static void klu_groups_back(struct klu_move *mv)
+{
+	struct klu_file *kf;
+	int i = 0;
+
+	list_for_each_entry(kf, &mv->vm->files, node) {
+		if (kf->kind == KLU_FILE_DEVICE && !list_empty(&kf->journal)) {
+			if (mv->new[i])
+				klu_journal_replay(&kf->journal, mv->new[i], mv->scratch,
+						   KLU_SCRATCH_ARG, KLU_REPLAY_GROUPS_OFF);
+			if (klu_journal_replay(&kf->journal, kf->core, mv->scratch,
+					       KLU_SCRATCH_ARG, KLU_REPLAY_GROUPS_ON))
+				pr_err("VM %lu (pid %d): giving its VFIO groups back to the old kvm-vfio device failed: VFIO's kvm pointer may be unset\n",
+				       mv->vm->id, mv->vm->pid);
+		}
+		i++;
+	}
+}
+
 /*
  * A failed move: the irqfds go back to the old VM (a signal that came meanwhile waits in
  * its eventfd and is injected there), and what the new core built is closed by the
@@ -933,6 +1018,8 @@ static void klu_move_discard(struct klu_move *mv)
 
 	/* The old vCPUs take their posted-interrupt descriptors back first. */
 	klu_pi_hand_back(&mv->pi);
+	if (mv->groups_moved)
+		klu_groups_back(mv);
 	if (mv->irqfds_new) {
 		klu_bypass_arm(mv->vm, false, mv->bp_keep, &armed);
 		klu_journal_replay(&mv->vm->journal, mv->new[0], mv->scratch, KLU_SCRATCH_ARG,

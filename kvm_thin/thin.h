@@ -168,6 +168,8 @@ enum klu_replay {
 	KLU_REPLAY_CONFIG,		/* everything but the irqfds */
 	KLU_REPLAY_IRQFDS_ON,		/* attach the irqfds */
 	KLU_REPLAY_IRQFDS_OFF,		/* detach them */
+	KLU_REPLAY_GROUPS_ON,		/* add kvm-vfio's VFIO groups */
+	KLU_REPLAY_GROUPS_OFF,		/* delete them */
 };
 
 int klu_journal_replay(struct list_head *journal, struct file *core, void __user *scratch,
@@ -235,6 +237,7 @@ int klu_exports_resolve(struct klu_core *core);
 void klu_owner_set(const void *kvm, struct klu_core *core, const struct klu_vm *vm);
 void klu_owner_del(const void *kvm, const struct klu_vm *vm);
 void klu_owner_forget_core(struct klu_core *core);
+bool klu_owner_held(const void *kvm);
 /* unload.c: why an rmmod was refused, in the log */
 void klu_unload_init(void);
 void klu_unload_exit(void);

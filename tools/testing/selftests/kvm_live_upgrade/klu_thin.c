@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "klu_thin.h"
@@ -133,6 +135,17 @@ static long line_field(const char *line, const char *name)
 		p += len;
 	}
 	return -1;
+}
+
+int klu_thin_unmovable(struct klu_vm *vm)
+{
+	struct kvm_hyperv_eventfd hv = { .conn_id = 1 };
+
+	hv.fd = eventfd(0, EFD_CLOEXEC);
+	if (hv.fd < 0)
+		return errno;
+	/* The eventfd stays open: KVM holds its context, not the file. */
+	return ioctl(vm->vm_fd, KVM_HYPERV_EVENTFD, &hv) ? errno : 0;
 }
 
 long klu_thin_last_move_field(int id, const char *name)

@@ -42,6 +42,11 @@ void klu_thin_pick_cores(int id, char *a, char *b, size_t size);
  */
 bool klu_thin_check_last_move(int id, const char *when, const char *result,
 			      const char *from, const char *to, int kept, int fallback);
+/*
+ * Make @vm unmovable the way a VMM would by accident: an ioctl kvm_thin cannot replay
+ * (KVM_HYPERV_EVENTFD, a Hyper-V event channel on a new eventfd).  0, or the errno.
+ */
+int klu_thin_unmovable(struct klu_vm *vm);
 /* Field @name (a number) of VM @id's last_move, or -1 if it has none. */
 long klu_thin_last_move_field(int id, const char *name);
 /* The mode of kvm_thin's irqbypass file into @mode ("keep", "fallback"); false if none. */

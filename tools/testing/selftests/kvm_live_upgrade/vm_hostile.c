@@ -33,7 +33,8 @@
  *   refuse   a VM whose vCPU 0 spins and whose vCPU 1 halts, neither ever leaving
  *            KVM_RUN (KLU_MODE_SPIN), has N moves (default 3) fail at the check and N
  *            at the quiesce step (fail_move_step), then moves there and back, then
- *            gets a kvm-vfio device (if KVM has it) and N refusals (EOPNOTSUPP).
+ *            is made unmovable (a Hyper-V event channel) and gets N refusals
+ *            (EOPNOTSUPP).
  *            Each failed move must return within quiesce_ms + 1 s, and the guest
  *            must have run on after each.  (A failed move used to wait for the VM's
  *            lock, which its vCPUs hold in KVM_RUN, to record its result: for ever.)
@@ -447,7 +448,6 @@ static void no_returns(const unsigned int *returns, const char *what)
 
 static void test_refuse(unsigned int n, int nr)
 {
-	struct kvm_create_device cd = { .type = KVM_DEV_TYPE_VFIO };
 	char qms[32], a[64] = "", b[64] = "", step[8];
 	unsigned int bound, i, s, spun = 0, returns[2];
 	pthread_t th[2];
@@ -493,14 +493,14 @@ static void test_refuse(unsigned int n, int nr)
 	returns[1] = KLU_READ(spin_returns[1]);
 
 	/* A VM a move cannot carry: refused at the check, n times. */
-	if (ioctl(spin_vm->vm_fd, KVM_CREATE_DEVICE, &cd) < 0) {
-		printf("# no kvm-vfio device in this KVM (%s): not tried as unmovable\n",
-		       strerror(errno));
+	v = klu_thin_unmovable(spin_vm);
+	if (v) {
+		printf("# KVM_HYPERV_EVENTFD: %s: not tried as unmovable\n", strerror(v));
 	} else {
 		for (i = 0; i < n; i++) {
 			char what[64];
 
-			snprintf(what, sizeof(what), "unmovable (kvm-vfio), refusal %u of %u",
+			snprintf(what, sizeof(what), "unmovable (Hyper-V eventfd), refusal %u of %u",
 				 i + 1, n);
 			refused(what, b, EOPNOTSUPP, bound);
 			spun = spun_past(spun);

@@ -5,7 +5,9 @@
  *
  * The device is on stock vfio-pci and its MSI is the eventfd of an irqfd into the
  * test's VM (one vCPU, in-kernel irqchip, a GSI route to APIC ID 0 with vector
- * KLU_VEC_MSI), as vm_irq -e does it.  Once kvm_thin's irqbypass file shows the
+ * KLU_VEC_MSI), as vm_irq -e does it.  The VM has a kvm-vfio device with the device's
+ * VFIO group added, as QEMU makes one for every VM with a vfio-pci device; the moves
+ * take it along.  Once kvm_thin's irqbypass file shows the
  * device's producer connected to the irqfd, the IRTE the MSI points at is read through
  * the klu_irte test module (snapshot 0).  Then -n round trips (3) of live moves between
  * cores A and B, while a thread raises MSIs one at a time, each counted by the guest
@@ -20,6 +22,9 @@
  *     same posted-descriptor address and vector.  QEMU's VT-d does not post: there the
  *     entry is in remapped format and the run log says that the posted checks were
  *     skipped.
+ * After the moves the kvm-vfio device's file deletes the group and adds it again (the
+ * new core's device holds it), and once the VM and the device are closed, the group
+ * opens again (no reference to its file was left behind; VFIO lets it be open once).
  * At the end: the guest counted every MSI raised exactly once, the moves ran while at
  * least 2 * round trips * MIN_PER_MOVE were raised, the IRTE is still as it was, and,
  * where kvm_thin keeps the bypass (mode=keep) and the entry is remapped, the host's
@@ -122,7 +127,7 @@ static struct vcpu_run {
 static struct klu_edu dev = KLU_EDU_INIT(NULL, NULL);
 static struct klu_irte_read snap;	/* snapshot 0 */
 static unsigned int domain, bus, devfn;
-static int irte_fd = -1, vm_id;
+static int irte_fd = -1, vm_id, group_nr, kvfio = -1;
 
 static void no_device(const char *fmt, ...)
 {
@@ -233,6 +238,7 @@ static void device_open(const char *want, const char *recipe_file)
 	else
 		klu_fail("%s is no edu: pass its recipe with -r FILE", dev.pci);
 	group = klu_edu_bind(&dev, "vfio-pci");
+	group_nr = group;
 	/* With a recipe, even an edu is any device: its identity is not checked. */
 	klu_edu_open(&dev, group, edu && !recipe_file ? 0 : KLU_EDU_ANY_DEVICE);
 	op_region(&recipe.raise);
@@ -243,6 +249,31 @@ static void device_open(const char *want, const char *recipe_file)
 		snprintf(kind, sizeof(kind), "MSI-X entry %d", recipe.msix);
 	printf("# %s%s through vfio-pci (IOMMU group %d) raises the MSIs (%s), recipe: %s\n",
 	       dev.pci, edu ? " (edu)" : "", group, kind, recipe_file ? recipe_file : "edu's");
+}
+
+/*
+ * kvm-vfio, as QEMU uses it: the device (made on the first call), and @attr (add or
+ * delete) of the device's VFIO group on it.  The device's fd.
+ */
+static int kvm_vfio_group(uint64_t attr, const char *when)
+{
+	struct kvm_create_device cd = { .type = KVM_DEV_TYPE_VFIO };
+	int32_t fd = dev.group;
+	struct kvm_device_attr da = {
+		.group = KVM_DEV_VFIO_GROUP, .attr = attr, .addr = (uintptr_t)&fd,
+	};
+	int err;
+
+	if (kvfio < 0) {
+		if (ioctl(run.vm->vm_fd, KVM_CREATE_DEVICE, &cd) < 0)
+			klu_fail("KVM_CREATE_DEVICE of kvm-vfio: %s", strerror(errno));
+		kvfio = cd.fd;
+	}
+	err = ioctl(kvfio, KVM_SET_DEVICE_ATTR, &da) ? errno : 0;
+	klu_check(!err, "kvm-vfio, %s: %s VFIO group %d: %s", when,
+		  attr == KVM_DEV_VFIO_GROUP_ADD ? "add" : "delete", group_nr,
+		  err ? strerror(err) : "done");
+	return kvfio;
 }
 
 static int64_t host_count(void)
@@ -515,6 +546,7 @@ int main(int argc, char **argv)
 	if (vm_id < 0)
 		klu_fail("no VM of pid %d in " KLU_THIN "/vms", getpid());
 	klu_thin_pick_cores(vm_id, a, b, sizeof(a));
+	kvfio = kvm_vfio_group(KVM_DEV_VFIO_GROUP_ADD, "before the moves");
 	printf("# VM %d on core %s; moves go to %s and back (%u round trips); irqbypass mode=%s\n",
 	       vm_id, a, b, rounds, mode);
 
@@ -586,6 +618,9 @@ int main(int argc, char **argv)
 	pthread_join(raiser, NULL);
 	check_flow("the end");
 	check_irte("the end");
+	/* The new core's kvm-vfio device has the group: it deletes it, and takes it again. */
+	kvm_vfio_group(KVM_DEV_VFIO_GROUP_DEL, "after the moves");
+	kvm_vfio_group(KVM_DEV_VFIO_GROUP_ADD, "after the moves");
 
 	/* Every MSI counted once; the host saw each unless it was posted. */
 	host_end = host_count();
@@ -618,11 +653,23 @@ int main(int argc, char **argv)
 	/* Closing the device, the irqfd and the VM leaves no consumer of ours. */
 	klu_edu_close(&dev);
 	close(efd);
+	close(kvfio);
 	klu_vm_destroy(run.vm);
 	klu_check(wait_field("consumers", base_consumers, false),
 		  "irqbypass: the VM's consumer goes: want consumers=%ld, saw %ld", base_consumers,
 		  klu_thin_bypass_field("consumers"));
 	close(irte_fd);
+	{
+		char path[64];
+		int g;
+
+		snprintf(path, sizeof(path), "/dev/vfio/%d", group_nr);
+		g = open(path, O_RDWR | O_CLOEXEC);
+		klu_check(g >= 0, "with the VM closed, VFIO group %d opens again: %s", group_nr,
+			  g >= 0 ? "yes" : strerror(errno));
+		if (g >= 0)
+			close(g);
+	}
 
 	if (klu_nr_failed) {
 		printf("not ok 1 - vm_irte: %d of %d checks failed\n", klu_nr_failed,

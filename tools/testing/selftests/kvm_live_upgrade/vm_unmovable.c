@@ -1,14 +1,20 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * vm_unmovable: a VM that a live move cannot carry is refused, and runs on.
+ * vm_unmovable: a VM with a kvm-vfio device moves; a VM that a live move cannot carry
+ * is refused, and runs on.
  *
  * On a kvm-live-upgrade host with two cores loaded, the test's own VM:
  *   1. probes for a kvm-vfio device (KVM_CREATE_DEVICE_TEST), which creates nothing,
  *      so the VM must stay movable, and moves to the other core and back;
- *   2. creates the kvm-vfio device, which a move cannot replay yet: the VM's movable
- *      file must say why, and a move of it must fail with EOPNOTSUPP, leave it on its
- *      core and say "failed ... error=-95" in its last_move;
- *   3. runs its guest (port-I/O echoes, the sum checked) after each step.
+ *   2. creates the kvm-vfio device, as QEMU does for every VM with a vfio-pci device:
+ *      the VM must stay movable and move there and back, and the device's file must
+ *      answer after the moves (KVM_HAS_DEVICE_ATTR of a group add: the new core's
+ *      device).  With its VFIO groups: vm_irte, in the irqbypass suite;
+ *   3. gets a Hyper-V event channel (KVM_HYPERV_EVENTFD), which a move cannot replay:
+ *      the VM's movable file must say why, and a move of it must fail with
+ *      EOPNOTSUPP, leave it on its core and say "failed ... error=-95" in its
+ *      last_move;
+ *   4. runs its guest (port-I/O echoes, the sum checked) after each step.
  * Skips without kvm_thin, with fewer than two cores, or without kvm-vfio in KVM.
  *
  * Copyright (C) 2026 The kvm-live-upgrade authors.
@@ -22,6 +28,7 @@
 #include <dirent.h>
 #include <sys/ioctl.h>
 
+#include "klu_thin.h"
 #include "klu_vm.h"
 
 #define THIN	"/sys/kernel/kvm_thin"
@@ -118,17 +125,40 @@ int main(void)
 		klu_fail("move of VM %d back to %s: %s", id, core, strerror(err));
 	run_guest(vm, "after a probe and two moves");
 
-	/* 2. A real kvm-vfio device: the VM cannot move, and says why. */
+	/* 2. A real kvm-vfio device: the VM moves with it, and the device works after. */
 	cd.flags = 0;
 	if (ioctl(vm->vm_fd, KVM_CREATE_DEVICE, &cd) < 0)
 		klu_fail("KVM_CREATE_DEVICE of kvm-vfio: %s", strerror(errno));
 	vm_file(id, "movable", buf, sizeof(buf));
+	if (strcmp(buf, "yes"))
+		klu_fail("with a kvm-vfio device, movable says '%s', want yes", buf);
+	err = move_vm(id, other);
+	if (!err)
+		err = move_vm(id, core);
+	if (err)
+		klu_fail("move of VM %d with a kvm-vfio device: %s", id, strerror(err));
+	{
+		struct kvm_device_attr attr = {
+			.group = KVM_DEV_VFIO_GROUP, .attr = KVM_DEV_VFIO_GROUP_ADD,
+		};
+
+		if (ioctl(cd.fd, KVM_HAS_DEVICE_ATTR, &attr) < 0)
+			klu_fail("after two moves, KVM_HAS_DEVICE_ATTR on the kvm-vfio device: %s",
+				 strerror(errno));
+	}
+	run_guest(vm, "with a kvm-vfio device, after two moves");
+
+	/* 3. A Hyper-V event channel: the VM cannot move, and says why. */
+	err = klu_thin_unmovable(vm);
+	if (err)
+		klu_skip("KVM_HYPERV_EVENTFD: %s", strerror(err));
+	vm_file(id, "movable", buf, sizeof(buf));
 	printf("# movable: %s\n", buf);
 	if (strncmp(buf, "no: ", 4) || !strstr(buf, "cannot be replayed"))
-		klu_fail("with a kvm-vfio device, movable says '%s'", buf);
+		klu_fail("with a Hyper-V event channel, movable says '%s'", buf);
 	err = move_vm(id, other);
 	if (err != EOPNOTSUPP)
-		klu_fail("move of VM %d with a kvm-vfio device: %s, want EOPNOTSUPP", id,
+		klu_fail("move of VM %d with a Hyper-V event channel: %s, want EOPNOTSUPP", id,
 			 err ? strerror(err) : "it moved");
 	vm_file(id, "core", buf, sizeof(buf));
 	if (strcmp(buf, core))
@@ -140,7 +170,7 @@ int main(void)
 	run_guest(vm, "after the refused move");
 
 	klu_vm_destroy(vm);
-	printf("ok 1 - a probe leaves the VM movable; with a kvm-vfio device its move fails (%s)\n",
+	printf("ok 1 - a VM with a kvm-vfio device moves; with a Hyper-V event channel its move fails (%s)\n",
 	       "EOPNOTSUPP");
 	return KSFT_PASS;
 }
