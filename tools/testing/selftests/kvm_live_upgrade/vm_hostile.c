@@ -500,8 +500,8 @@ static void test_refuse(unsigned int n, int nr)
 		for (i = 0; i < n; i++) {
 			char what[64];
 
-			snprintf(what, sizeof(what), "unmovable (Hyper-V eventfd), refusal %u of %u",
-				 i + 1, n);
+			snprintf(what, sizeof(what), "unmovable (%s), refusal %u of %u",
+				 "Hyper-V eventfd", i + 1, n);
 			refused(what, b, EOPNOTSUPP, bound);
 			spun = spun_past(spun);
 		}

@@ -170,7 +170,7 @@ int main(void)
 	run_guest(vm, "after the refused move");
 
 	klu_vm_destroy(vm);
-	printf("ok 1 - a VM with a kvm-vfio device moves; with a Hyper-V event channel its move fails (%s)\n",
-	       "EOPNOTSUPP");
+	printf("ok 1 - a VM with a kvm-vfio device moves; %s its move fails (EOPNOTSUPP)\n",
+	       "with a Hyper-V event channel");
 	return KSFT_PASS;
 }
