@@ -6,8 +6,7 @@
  * mmap faults to it.  A live move (move.c) replaces the core file behind the VMM's file,
  * so the VMM's fds and mappings stay valid when its VM changes core.
  *
- * Files KVM hands out that describe rather than run a VM (KVM_GET_STATS_FD) stay the
- * core's own.
+ * Statistics files (KVM_GET_STATS_FD) are kvm_thin's too, and follow the VM (stats.c).
  *
  * Copyright (C) 2026 The kvm-live-upgrade authors.
  */
@@ -364,8 +363,12 @@ static long klu_file_call(struct file *filp, unsigned int ioctl, unsigned long a
 		return klu_vcpu_run(kf, arg, compat);
 	if (down_read_killable(&vm->lock))
 		return -EINTR;
-	/* A vCPU with an exit to complete on its old core has its state there. */
-	if (kf->kind == KLU_FILE_VCPU && klu_journal_is_state(ioctl)) {
+	/*
+	 * A vCPU with an exit to complete on its old core has its state there; its
+	 * statistics are the new core's (stats.c follows the running vCPU).
+	 */
+	if (kf->kind == KLU_FILE_VCPU && klu_journal_is_state(ioctl) &&
+	    ioctl != KVM_GET_STATS_FD) {
 		spin_lock(&kf->run_lock);
 		core = kf->pending ? get_file(kf->pending) : NULL;
 		spin_unlock(&kf->run_lock);
@@ -381,6 +384,8 @@ static long klu_file_call(struct file *filp, unsigned int ioctl, unsigned long a
 		klu_device_probe(arg);
 	if (r >= 0 && !probe)
 		klu_journal_note(kf, ioctl, arg);
+	if (ioctl == KVM_GET_STATS_FD && r >= 0 && kf->kind != KLU_FILE_DEVICE)
+		r = klu_stats_wrap(kf, filp, r);
 	if (kf->kind == KLU_FILE_VM) {
 		if (ioctl == KVM_CREATE_VCPU && r >= 0)
 			r = klu_file_wrap(vm, r, KLU_FILE_VCPU, arg);

@@ -907,6 +907,7 @@ static int klu_commit(struct klu_move *mv)
 	vm->kvm = list_first_entry(&vm->files, struct klu_file, node)->core->private_data;
 	klu_owner_set(vm->kvm, mv->to, vm);
 	WRITE_ONCE(vm->core, mv->to);
+	klu_stats_moved(vm, mv->scratch, KLU_SCRATCH_SIZE, &mv->graves);
 	return 0;
 }
 

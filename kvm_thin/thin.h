@@ -114,6 +114,7 @@ struct klu_vm {
 	struct mutex dirty_lock;
 	struct xarray dirty;			/* memory slot -> struct klu_dirty */
 	u64 dirty_manual;			/* KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 args[0] */
+	struct list_head stats;			/* statistics files (stats.c), files_lock */
 	char unmovable[80];			/* why a move would lose state, or "" */
 	const void *kvm;			/* the core's struct kvm: never dereferenced */
 	bool has_device;			/* a KVM device may have handed kvm out */
@@ -192,6 +193,11 @@ long klu_dirty_ioctl(struct klu_vm *vm, struct file *core, unsigned int ioctl,
 void klu_dirty_slot_changed(struct klu_vm *vm, u32 slot);
 int klu_dirty_rebuilt(struct klu_vm *vm, struct file *new_vm, void __user *scratch);
 void klu_dirty_free(struct klu_vm *vm);
+
+/* stats.c: statistics files that follow their VM */
+long klu_stats_wrap(struct klu_file *kf, struct file *filp, int fd);
+void klu_stats_moved(struct klu_vm *vm, void __user *ubuf, size_t usize,
+		     struct list_head *graves);
 bool klu_journal_is_state(unsigned int ioctl);
 
 /* bypass.c: the irq-bypass consumers of the irqfds, across moves */

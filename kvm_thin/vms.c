@@ -129,6 +129,7 @@ struct klu_vm *klu_vm_new(struct klu_core *core, unsigned long type)
 	mutex_init(&vm->files_lock);
 	INIT_LIST_HEAD(&vm->files);
 	INIT_LIST_HEAD(&vm->journal);
+	INIT_LIST_HEAD(&vm->stats);
 	xa_init(&vm->slots);
 	mutex_init(&vm->dirty_lock);
 	xa_init(&vm->dirty);
