@@ -55,10 +55,11 @@ void klu_owner_set(const void *kvm, struct klu_core *core, const struct klu_vm *
 
 	spin_lock(&klu_owners_lock);
 	hash_for_each_possible(klu_owners, o, node, (unsigned long)kvm) {
-		if (o->kvm == kvm) {	/* a freed VM's address, reused */
+		if (o->kvm == kvm) {	/* noted again, or a freed VM's address reused */
+			if (o->vm != vm)
+				atomic_set(&o->held, 0);	/* the freed VM's were all put */
 			WRITE_ONCE(o->core, core);
 			o->vm = vm;
-			atomic_set(&o->held, 0);	/* the freed VM's were all put */
 			spin_unlock(&klu_owners_lock);
 			kfree(n);
 			return;
@@ -133,13 +134,17 @@ static struct klu_kvm_owner *klu_owner_find(const void *kvm)
 bool klu_owner_held(const void *kvm)
 {
 	struct klu_kvm_owner *o;
-	bool held;
+	int n;
 
 	rcu_read_lock();
 	o = klu_owner_find(kvm);
-	held = o && atomic_read(&o->held) > 0;
+	n = o ? atomic_read(&o->held) : 0;
 	rcu_read_unlock();
-	return held;
+	/* Below 0: a put without its get (one made while the entry was missing). */
+	if (n < 0)
+		pr_warn_ratelimited("kvm_get_kvm()/kvm_put_kvm() of a VM do not balance (%d): taken as held\n",
+				    n);
+	return n != 0;
 }
 
 static void klu_owner_hold(const void *kvm, int n)

@@ -181,17 +181,21 @@ long klu_dev_vm_created(struct klu_core *core, unsigned long type, long r)
 
 /*
  * A KVM_CREATE_DEVICE the core accepted: a probe (KVM_CREATE_DEVICE_TEST) creates
- * nothing, so it is neither wrapped nor journalled.  Its flags are read once, here,
- * after the call, and both decisions follow that one read: a VMM that changes them
- * while the call runs gets a device file of the core (not ours), in a VM that a move
- * would take without its device; that harms only its own VM.
+ * nothing, so it is neither wrapped nor journalled.  Its flags are read before the call
+ * (@before, -1 if that read faulted) and again here, after it: a VMM that changed them
+ * while the core read them may have got a device of the core's with no file of ours,
+ * which a move would drop, so its VM becomes unmovable.
  */
-static bool klu_device_probe(unsigned long arg)
+static bool klu_device_probe(struct klu_vm *vm, unsigned long arg, s64 before)
 {
 	struct kvm_create_device __user *ucd = (void __user *)arg;
 	u32 flags;
 
-	return !get_user(flags, &ucd->flags) && (flags & KVM_CREATE_DEVICE_TEST);
+	if (get_user(flags, &ucd->flags) || flags != before) {
+		klu_journal_refuse(vm, "KVM_CREATE_DEVICE's flags changed during the call");
+		return true;	/* no fd of ours to hand out */
+	}
+	return flags & KVM_CREATE_DEVICE_TEST;
 }
 
 /* KVM_CREATE_DEVICE returned its fd inside the argument: wrap it there. */
@@ -200,8 +204,11 @@ static long klu_file_wrap_device(struct klu_vm *vm, unsigned long arg)
 	struct kvm_create_device __user *ucd = (void __user *)arg;
 	int fd, r;
 
-	if (get_user(fd, &ucd->fd))
+	if (get_user(fd, &ucd->fd)) {
+		/* The core's device lives on with no file of ours: a move would drop it. */
+		klu_journal_refuse(vm, "a device of the core's has no kvm_thin file");
 		return -EFAULT;
+	}
 	r = klu_file_wrap(vm, fd, KLU_FILE_DEVICE, 0);
 	if (r < 0)
 		return r;
@@ -243,7 +250,7 @@ static void klu_pending_vm_put(struct klu_file *kf)
  */
 static int klu_vcpu_finish_pending(struct klu_file *kf)
 {
-	struct file *old = kf->pending, *cur = kf->core;
+	struct file *old = kf->pending, *cur = kf->core, *files[2];
 	struct kvm_run *run;
 	struct page *page;
 	u8 saved;
@@ -283,8 +290,12 @@ static int klu_vcpu_finish_pending(struct klu_file *kf)
 	kf->pending = NULL;
 	spin_unlock(&kf->run_lock);
 	kf->pending_buf = NULL;
-	fput(old);
+	/* The old vCPU and VM: maybe the old VM's last references, closed off this thread. */
+	files[0] = old;
+	files[1] = kf->pending_vm;
+	kf->pending_vm = NULL;
 	klu_pending_vm_put(kf);
+	klu_close_later(kf->vm, files, 2);
 	return 0;
 }
 
@@ -356,11 +367,18 @@ static long klu_file_call(struct file *filp, unsigned int ioctl, unsigned long a
 	struct klu_file *kf = filp->private_data;
 	struct klu_vm *vm = kf->vm;
 	struct file *core = NULL;
+	s64 dev_flags = -1;
 	bool probe;
 	long r;
 
 	if (kf->kind == KLU_FILE_VCPU && ioctl == KVM_RUN)
 		return klu_vcpu_run(kf, arg, compat);
+	if (kf->kind == KLU_FILE_VM && ioctl == KVM_CREATE_DEVICE) {
+		u32 f;
+
+		if (!get_user(f, &((struct kvm_create_device __user *)arg)->flags))
+			dev_flags = f;
+	}
 	if (down_read_killable(&vm->lock))
 		return -EINTR;
 	/*
@@ -381,7 +399,7 @@ static long klu_file_call(struct file *filp, unsigned int ioctl, unsigned long a
 	if (core)
 		fput(core);
 	probe = kf->kind == KLU_FILE_VM && ioctl == KVM_CREATE_DEVICE && r >= 0 &&
-		klu_device_probe(arg);
+		klu_device_probe(vm, arg, dev_flags);
 	if (r >= 0 && !probe)
 		klu_journal_note(kf, ioctl, arg);
 	if (ioctl == KVM_GET_STATS_FD && r >= 0 && kf->kind != KLU_FILE_DEVICE)

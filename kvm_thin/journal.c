@@ -21,6 +21,7 @@
 #include <linux/kvm.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
+#include <linux/vfio.h>
 
 #include "thin.h"
 
@@ -175,16 +176,31 @@ static bool klu_vfio_group_attr(const struct kvm_device_attr *a, bool del)
 }
 
 /*
- * Is @file one of VFIO's?  kvm-vfio took a VFIO group at the fd number that the journal
- * reads again from the VMM's memory; a VMM that put another file there (its own VM
- * file, a socket) must not get kvm_thin to hold that one, which could keep its VM
- * alive for ever.  A file of the vfio module holds no VM.
+ * Is @file a VFIO group?  kvm-vfio took one at the fd number that the journal reads
+ * again from the VMM's memory; a VMM that put another file there (its own VM file, a
+ * socket) must not get kvm_thin to hold that one, which could keep its VM alive for
+ * ever.  VFIO's own test, found as kvm-vfio finds it: with no vfio loaded there is no
+ * group either.
  */
-static bool klu_vfio_file(const struct file *file)
+static bool klu_vfio_group_file(struct file *file)
 {
-	const struct module *owner = file->f_op->owner;
+	bool (*is_group)(struct file *file) = symbol_get(vfio_file_is_group);
+	bool r = is_group && is_group(file);
 
-	return owner && !strcmp(owner->name, "vfio");
+	if (is_group)
+		symbol_put(vfio_file_is_group);
+	return r;
+}
+
+/* Is @file an eventfd, as KVM took for an irqfd or ioeventfd? */
+static bool klu_eventfd_file(struct file *file)
+{
+	struct eventfd_ctx *ctx = eventfd_ctx_fileget(file);
+
+	if (IS_ERR(ctx))
+		return false;
+	eventfd_ctx_put(ctx);
+	return true;
 }
 
 /* Does @ioctl on a vCPU read or set state (rather than configure the vCPU)? */
@@ -413,15 +429,24 @@ static int klu_record_files(struct klu_record *rec)
 		if (get_user(fds[0], (s32 __user *)(unsigned long)a->addr))
 			return -EFAULT;
 	}
+	/*
+	 * The fd numbers were read again after the core's call: each must still name what
+	 * the core took (an eventfd, a VFIO group), or the VMM swapped it, and its VM cannot
+	 * be recorded.  Nothing else is held, so no file can keep its own VM alive here.
+	 */
 	for (i = 0; i < 2; i++) {
-		if (fds[i] < 0)
+		if (fds[i] < 0) {
+			if (!i && rec->ioctl == KVM_SET_DEVICE_ATTR)
+				return -EBADF;
 			continue;
+		}
 		rec->files[i] = fget(fds[i]);
 		if (!rec->files[i])
 			return -EBADF;
+		if (rec->ioctl == KVM_SET_DEVICE_ATTR ? !klu_vfio_group_file(rec->files[i]) :
+		    !klu_eventfd_file(rec->files[i]))
+			return -EBADF;
 	}
-	if (rec->ioctl == KVM_SET_DEVICE_ATTR && !klu_vfio_file(rec->files[0]))
-		return -EBADF;
 	return 0;
 }
 

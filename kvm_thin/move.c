@@ -274,20 +274,37 @@ static int klu_new_device(struct klu_move *mv, int i)
  * Before the posted-interrupt descriptors: KVM maintains them only in a VM with an
  * assigned device.  klu_move_discard() undoes it.
  */
+static int klu_move_groups_of(struct klu_move *mv, struct klu_file *kf, struct file *dev)
+{
+	int r;
+
+	r = klu_journal_replay(&kf->journal, kf->core, mv->scratch, KLU_SCRATCH_ARG,
+			       KLU_REPLAY_GROUPS_OFF);
+	if (r)
+		return klu_fail(mv, r, "taking kvm-vfio's groups off the old VM");
+	/*
+	 * With the groups off, VFIO hands the old struct kvm to no device open any more
+	 * (its group_lock orders the two): a vGPU opened before took its reference by
+	 * now, and keeps the old VM.
+	 */
+	if (klu_owner_held(mv->vm->kvm))
+		return klu_fail(mv, -EOPNOTSUPP, "kvmgt took the VM's struct kvm");
+	r = klu_journal_replay(&kf->journal, dev, mv->scratch, KLU_SCRATCH_ARG,
+			       KLU_REPLAY_GROUPS_ON);
+	return r ? klu_fail(mv, r, "adding kvm-vfio's groups to the new VM") : 0;
+}
+
 static int klu_move_groups(struct klu_move *mv)
 {
 	struct klu_file *kf;
-	int i = 0, r = 0;
+	int i = 0, r;
 
 	list_for_each_entry(kf, &mv->vm->files, node) {
 		if (kf->kind == KLU_FILE_DEVICE && !list_empty(&kf->journal)) {
 			mv->groups_moved = true;
-			r = klu_journal_replay(&kf->journal, kf->core, mv->scratch,
-					       KLU_SCRATCH_ARG, KLU_REPLAY_GROUPS_OFF) ?:
-			    klu_journal_replay(&kf->journal, mv->new[i], mv->scratch,
-					       KLU_SCRATCH_ARG, KLU_REPLAY_GROUPS_ON);
+			r = klu_move_groups_of(mv, kf, mv->new[i]);
 			if (r)
-				return klu_fail(mv, r, "handing kvm-vfio's VFIO groups over");
+				return r;
 		}
 		i++;
 	}
@@ -308,6 +325,11 @@ static int klu_rebuild(struct klu_move *mv)
 	if (r)
 		return klu_fail(mv, r, "core %s: KVM_CREATE_VM(%lu) failed", mv->to->tag,
 				vm->type);
+	/*
+	 * The new struct kvm is known to kvm_thin's exports from now on: kvm-vfio points
+	 * VFIO at it in the commit, and a vGPU opened then calls kvm_get_kvm() on it.
+	 */
+	klu_owner_set(mv->new[0]->private_data, mv->to, vm);
 	r = klu_step(mv, KLU_STEP_REPLAY_VM);
 	if (r)
 		return r;
@@ -900,10 +922,12 @@ static int klu_commit(struct klu_move *mv)
 		mv->new[i++] = NULL;
 	}
 	/*
-	 * The new VM file (the first) holds the new core's struct kvm: for kvmgt's calls.
-	 * The old one's entry goes: nothing outside KVM held it (klu_move_check()).
+	 * The new VM file (the first) holds the new core's struct kvm, known to the exports
+	 * since the rebuild.  The old one's entry goes, unless a KVM device could have
+	 * handed it out (vms.c keeps those too).
 	 */
-	klu_owner_del(vm->kvm, vm);
+	if (!vm->has_device)
+		klu_owner_del(vm->kvm, vm);
 	vm->kvm = list_first_entry(&vm->files, struct klu_file, node)->core->private_data;
 	klu_owner_set(vm->kvm, mv->to, vm);
 	WRITE_ONCE(vm->core, mv->to);
@@ -1017,15 +1041,22 @@ static void klu_move_discard(struct klu_move *mv)
 	unsigned int armed;
 	int i, r;
 
-	/* The old vCPUs take their posted-interrupt descriptors back first. */
+	/*
+	 * The reverse of the commit: the old vCPUs take their posted-interrupt
+	 * descriptors back first, the irqfds leave the new VM, then the VFIO groups go
+	 * back to the old (the new VM must still count its assigned device while its
+	 * irqfds leave it), then the irqfds are attached to the old VM.
+	 */
 	klu_pi_hand_back(&mv->pi);
-	if (mv->groups_moved)
-		klu_groups_back(mv);
 	if (mv->irqfds_new) {
 		klu_bypass_arm(mv->vm, false, mv->bp_keep, &armed);
 		klu_journal_replay(&mv->vm->journal, mv->new[0], mv->scratch, KLU_SCRATCH_ARG,
 				   KLU_REPLAY_IRQFDS_OFF);
 	}
+	if (mv->groups_moved)
+		klu_groups_back(mv);
+	if (mv->new && mv->new[0] && !mv->vm->has_device)
+		klu_owner_del(mv->new[0]->private_data, mv->vm);
 	if (mv->irqfds_off) {
 		r = klu_journal_replay(&mv->vm->journal, mv->old_vm, mv->scratch,
 				       KLU_SCRATCH_ARG, KLU_REPLAY_IRQFDS_ON);

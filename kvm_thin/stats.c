@@ -16,9 +16,9 @@
  *     otherwise the VM's figures stay the old core's, and the log says so.  The old
  *     core's file is closed with the old VM's, after the vCPUs run again.
  *
- * A read makes no call into the core but the read of its statistics file, and so
- * never waits for a vCPU.  Counters start again from 0 on the new core: they count
- * what the new VM did.
+ * A read makes no call into the core but the read of its statistics file, and so never
+ * waits for a vCPU, and holds no lock of the VM's while it copies to the VMM.  Counters
+ * start again from 0 on the new core: they count what the new VM did.
  *
  * Copyright (C) 2026 The kvm-live-upgrade authors.
  */
@@ -37,7 +37,8 @@ struct klu_stats {
 	struct list_head node;		/* klu_vm.stats, under files_lock */
 	struct klu_file *kf;		/* the VM or vCPU it reports on */
 	struct file *owner;		/* kf's file of ours: a reference, kf lives */
-	struct file *core;		/* the core's statistics file: see below */
+	spinlock_t lock;		/* core: a move swaps it, a read takes it */
+	struct file *core;		/* the core's statistics file */
 	struct kvm_stats_header hdr;
 	u8 *head;			/* [0, hdr.data_offset) of the first core file */
 };
@@ -45,11 +46,22 @@ struct klu_stats {
 /* The most of a header, an id and descriptors that kvm_thin keeps: KVM's are 1-10 KiB. */
 #define KLU_STATS_HEAD_MAX	(64 << 10)
 
-static bool klu_stats_file_ok(struct file *file)
+static const struct file_operations klu_stats_fops;
+
+/*
+ * Is @file a statistics file of @vm's core?  Its fd number came from the core, but the
+ * VMM's other threads can put another file there first (dup2()), this one's own kind
+ * included.
+ */
+static bool klu_stats_file_ok(struct klu_vm *vm, struct file *file)
 {
 	const char *name = file_dentry(file)->d_name.name;
+	char mod[MODULE_NAME_LEN];
 
-	return file->f_op->read && file->private_data &&
+	if (file->f_op == &klu_stats_fops || !file->f_op->read || !file->private_data)
+		return false;
+	klu_module_name((unsigned long)file->f_op->read, mod, sizeof(mod));
+	return !strcmp(mod, READ_ONCE(vm->core)->generic) &&
 	       (!strcmp(name, "kvm-vm-stats") || !strncmp(name, "kvm-vcpu-stats:", 15));
 }
 
@@ -77,7 +89,7 @@ static int klu_stats_head(struct file *file, u8 *buf, size_t len, void __user *u
 }
 
 /* KVM_GET_STATS_FD on @core (a core VM or vCPU file): its statistics file, or ERR_PTR. */
-static struct file *klu_stats_make(struct file *core)
+static struct file *klu_stats_make(struct klu_vm *vm, struct file *core)
 {
 	struct file *file;
 	long fd;
@@ -88,7 +100,7 @@ static struct file *klu_stats_make(struct file *core)
 	file = klu_take_fd(fd);
 	if (!file)
 		return ERR_PTR(-EBADF);
-	if (!klu_stats_file_ok(file)) {
+	if (!klu_stats_file_ok(vm, file)) {
 		fput(file);
 		return ERR_PTR(-EBADF);
 	}
@@ -120,16 +132,20 @@ static ssize_t klu_stats_read(struct file *filp, char __user *ubuf, size_t size,
 			      loff_t *ppos)
 {
 	struct klu_stats *st = filp->private_data;
-	struct klu_vm *vm = st->kf->vm;
 	size_t head = st->hdr.data_offset, n = 0;
 	loff_t pos = *ppos;
+	struct file *core;
 	ssize_t r = 0;
 
 	if (pos < 0)
 		return -EINVAL;
-	/* st->core changes only in a move's commit, with vm->lock written. */
-	if (down_read_killable(&vm->lock))
-		return -EINTR;
+	/*
+	 * No lock of the VM's is held over the VMM's memory: a read just after a move may
+	 * still read the old core's file, which a reference keeps.
+	 */
+	spin_lock(&st->lock);
+	core = get_file(st->core);
+	spin_unlock(&st->lock);
 	if (pos < head) {
 		n = min_t(size_t, size, head - pos);
 		if (copy_to_user(ubuf, st->head + pos, n))
@@ -138,9 +154,9 @@ static ssize_t klu_stats_read(struct file *filp, char __user *ubuf, size_t size,
 	if (!r && n < size) {
 		loff_t p = pos + n;
 
-		r = st->core->f_op->read(st->core, ubuf + n, size - n, &p);
+		r = core->f_op->read(core, ubuf + n, size - n, &p);
 	}
-	up_read(&vm->lock);
+	fput(core);
 	if (r < 0)
 		return r;
 	*ppos = pos + n + r;
@@ -186,12 +202,13 @@ long klu_stats_wrap(struct klu_file *kf, struct file *filp, int fd)
 	if (!core)
 		return -EBADF;
 	r = -EBADF;
-	if (!klu_stats_file_ok(core))
+	if (!klu_stats_file_ok(vm, core))
 		goto out_core;
 	r = -ENOMEM;
 	st = kzalloc(sizeof(*st), GFP_KERNEL_ACCOUNT);
 	if (!st)
 		goto out_core;
+	spin_lock_init(&st->lock);
 	st->kf = kf;
 	st->core = core;
 	map = vm_mmap(NULL, 0, PAGE_SIZE, PROT_READ | PROT_WRITE,
@@ -256,7 +273,7 @@ void klu_stats_moved(struct klu_vm *vm, void __user *ubuf, size_t usize,
 
 	lockdep_assert_held(&vm->files_lock);
 	list_for_each_entry(st, &vm->stats, node) {
-		file = klu_stats_make(st->kf->core);
+		file = klu_stats_make(vm, st->kf->core);
 		r = IS_ERR(file) ? PTR_ERR(file) : klu_stats_same(st, file, ubuf, usize);
 		if (r) {
 			if (!IS_ERR(file))
@@ -266,8 +283,10 @@ void klu_stats_moved(struct klu_vm *vm, void __user *ubuf, size_t usize,
 			continue;
 		}
 		g = kzalloc(sizeof(*g), GFP_KERNEL | __GFP_NOFAIL);
+		spin_lock(&st->lock);
 		g->file = st->core;
-		list_add_tail(&g->node, graves);
 		st->core = file;
+		spin_unlock(&st->lock);
+		list_add_tail(&g->node, graves);
 	}
 }

@@ -158,6 +158,7 @@ void klu_vm_put(struct klu_vm *vm);
 void klu_vm_add_file(struct klu_vm *vm, struct klu_file *kf);
 void klu_vm_del_file(struct klu_vm *vm, struct klu_file *kf);
 void klu_close_graves(struct list_head *dead);
+void klu_close_later(struct klu_vm *vm, struct file **files, int n);
 int klu_vms_for_each(int (*fn)(struct klu_vm *vm, void *data), void *data);
 
 /* journal.c: what the VMM configured, for a move to replay. */

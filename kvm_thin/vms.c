@@ -11,6 +11,7 @@
 
 #include <linux/file.h>
 #include <linux/kobject.h>
+#include <linux/kthread.h>
 #include <linux/sched.h>
 #include <linux/sched/mm.h>
 #include <linux/slab.h>
@@ -205,6 +206,71 @@ void klu_close_graves(struct list_head *dead)
 		else
 			fput(g->file);
 		kfree(g);
+	}
+}
+
+struct klu_late {
+	struct mm_struct *mm;
+	struct list_head graves;
+};
+
+static int klu_late_thread(void *data)
+{
+	struct klu_late *late = data;
+	bool mm = mmget_not_zero(late->mm);
+
+	set_user_nice(current, 10);	/* as the mover's teardown: the vCPUs first */
+	if (mm)
+		kthread_use_mm(late->mm);
+	klu_close_graves(&late->graves);
+	if (mm) {
+		kthread_unuse_mm(late->mm);
+		mmput(late->mm);
+	}
+	mmdrop(late->mm);
+	kfree(late);
+	return 0;
+}
+
+/*
+ * Close @files (@n, NULLs skipped) in a kernel thread of their own, with @vm's mm, as
+ * the mover closes an old VM: a vCPU thread that drops the last reference to an old
+ * core's VM (completing an exit left to it, after a move) would tear that VM down on
+ * its way back into the guest, which would pause the guest for as long.
+ */
+void klu_close_later(struct klu_vm *vm, struct file **files, int n)
+{
+	struct klu_late *late = kzalloc(sizeof(*late), GFP_KERNEL);
+	struct task_struct *t;
+	struct klu_grave *g;
+	int i;
+
+	if (late)
+		INIT_LIST_HEAD(&late->graves);
+	for (i = 0; late && i < n; i++) {
+		if (!files[i])
+			continue;
+		g = kzalloc(sizeof(*g), GFP_KERNEL);
+		if (!g) {
+			fput(files[i]);		/* here, then */
+			continue;
+		}
+		g->file = files[i];
+		list_add_tail(&g->node, &late->graves);
+	}
+	if (!late) {
+		for (i = 0; i < n; i++)
+			if (files[i])
+				fput(files[i]);
+		return;
+	}
+	late->mm = vm->mm;
+	mmgrab(late->mm);
+	t = kthread_run(klu_late_thread, late, "klu-close-%lu", vm->id);
+	if (IS_ERR(t)) {
+		klu_close_graves(&late->graves);
+		mmdrop(late->mm);
+		kfree(late);
 	}
 }
 
