@@ -92,8 +92,9 @@ struct klu_grave {
  * Lock order (Documentation/design.rst, "Locks"): klu_move_lock, then lock (written
  * by a move only through down_write_trylock), then files_lock, then the VMM's mmap
  * lock.  A file's finish_lock nests inside lock (read), and files_lock inside it.
- * dirty_lock nests inside lock (read) and files_lock.  run_lock and record_lock are
- * innermost spinlocks; klu_file_mmap() takes run_lock under the mmap lock.
+ * dirty_lock nests inside lock (read) and files_lock.  run_lock, record_lock and a
+ * statistics file's lock are innermost spinlocks; klu_file_mmap() takes run_lock under
+ * the mmap lock.
  */
 struct klu_vm {
 	struct kobject kobj;			/* /sys/kernel/kvm_thin/vms/<id> */
