@@ -54,10 +54,24 @@ static bool written[PAGES];	/* since the last collect */
 static unsigned int gen, next_page, moves_done;
 static char core_a[64], core_b[64];
 
-/* The mover thread: one move at a time, while the guest spins in a WAIT. */
-static unsigned int mover_wait;		/* KLU_READ/KLU_WRITE: the WAIT to move in */
+/*
+ * The mover thread: one move at a time, while the guest spins in a WAIT.  It sleeps on
+ * a condition, not in a polling loop: in the Bochs bed every wakeup of a thread is an
+ * XRSTOR, and Bochs' XRSTOR fails now and then (an emulator fault).
+ */
+static pthread_mutex_t mover_mx = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t mover_cv = PTHREAD_COND_INITIALIZER;
+static unsigned int mover_wait;		/* under mover_mx: the WAIT to move in, 0: none */
 static bool mover_fail;
 static int mover_err;
+
+static void mover_set(unsigned int w)
+{
+	pthread_mutex_lock(&mover_mx);
+	mover_wait = w;
+	pthread_cond_broadcast(&mover_cv);
+	pthread_mutex_unlock(&mover_mx);
+}
 
 static const char *other_core(void)
 {
@@ -94,16 +108,19 @@ static void *mover(void *arg)
 	unsigned int w;
 
 	for (;;) {
-		while (!(w = KLU_READ(mover_wait)))
-			usleep(200);
+		pthread_mutex_lock(&mover_mx);
+		while (!mover_wait)
+			pthread_cond_wait(&mover_cv, &mover_mx);
+		w = mover_wait;
+		pthread_mutex_unlock(&mover_mx);
 		if (w == ~0u)
 			return NULL;
 		/* The vCPU is in the guest, spinning, when the move starts. */
 		while (KLU_READ(p->dirty_spin) != w)
-			usleep(200);
+			usleep(1000);
 		mover_err = do_move(mover_fail);
 		KLU_WRITE(p->dirty_go, w);
-		KLU_WRITE(mover_wait, 0);
+		mover_set(0);
 	}
 }
 
@@ -157,10 +174,12 @@ static void move_spinning(bool fail)
 	uint32_t cmd = command(KLU_DIRTY_WAIT, 0);
 
 	mover_fail = fail;
-	KLU_WRITE(mover_wait, cmd);
+	mover_set(cmd);
 	give(cmd);
-	while (KLU_READ(mover_wait))
-		usleep(200);
+	pthread_mutex_lock(&mover_mx);
+	while (mover_wait)
+		pthread_cond_wait(&mover_cv, &mover_mx);
+	pthread_mutex_unlock(&mover_mx);
 }
 
 /* An insl into a page, its exit left for the VMM while the VM moves. */
@@ -255,7 +274,7 @@ static void run_mode(bool manual_mode, unsigned int moves, bool can_fail)
 	printf("# %s dirty log: VM %d moves between %s and %s\n",
 	       manual ? "manual (CLEAR_DIRTY_LOG, initially set)" : "plain", vm_id, core_a,
 	       core_b);
-	KLU_WRITE(mover_wait, 0);
+	mover_set(0);
 	if (pthread_create(&t, NULL, mover, NULL))
 		klu_fail("pthread_create");
 
@@ -286,7 +305,7 @@ static void run_mode(bool manual_mode, unsigned int moves, bool can_fail)
 	if (ioctl(vm->vcpu_fd[0], KVM_RUN, 0) < 0 || run->exit_reason != KVM_EXIT_IO ||
 	    run->io.port != KLU_PORT_DONE)
 		klu_fail("the guest did not finish after STOP");
-	KLU_WRITE(mover_wait, ~0u);
+	mover_set(~0u);
 	pthread_join(t, NULL);
 	klu_vm_destroy(vm);
 	munmap(slot_mem, PAGES * PAGE);
