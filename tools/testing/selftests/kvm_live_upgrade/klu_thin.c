@@ -137,6 +137,14 @@ static long line_field(const char *line, const char *name)
 	return -1;
 }
 
+void klu_thin_need_move(void)
+{
+	if (access(KLU_THIN, F_OK))
+		klu_skip("kvm_thin is not loaded");
+	if (klu_thin_cores("", NULL, 0) < 2)
+		klu_skip("a live move needs two loaded cores");
+}
+
 int klu_thin_unmovable(struct klu_vm *vm)
 {
 	struct kvm_hyperv_eventfd hv = { .conn_id = 1 };

@@ -28,6 +28,8 @@ int klu_write_file(const char *path, const char *s);
 void klu_thin_vm_file(int id, const char *name, char *buf, size_t size);
 /* Move VM @id to core @tag: 0, or the errno of the write to the move trigger. */
 int klu_thin_move(int id, const char *tag);
+/* A skip unless kvm_thin and two cores are loaded: what a test that moves VMs needs. */
+void klu_thin_need_move(void);
 /* How many cores are loaded; @other gets the first by name that is not @not, if any. */
 int klu_thin_cores(const char *not, char *other, size_t size);
 /*

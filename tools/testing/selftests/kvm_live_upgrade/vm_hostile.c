@@ -544,10 +544,7 @@ int main(int argc, char **argv)
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);	/* each line out before a hang */
 	printf("TAP version 13\n1..%d\n", all ? 4 : 1);
-	if (access(KLU_THIN, F_OK))
-		klu_skip("kvm_thin is not loaded");
-	if (klu_thin_cores("", NULL, 0) < 2)
-		klu_skip("a live move needs two loaded cores");
+	klu_thin_need_move();
 	vm = klu_vm_create(KLU_DATA_GPA, 1);
 	vm_id = klu_thin_vm_id();
 	if (vm_id < 0)

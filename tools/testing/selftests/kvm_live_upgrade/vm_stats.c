@@ -98,10 +98,7 @@ int main(void)
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	printf("TAP version 13\n1..1\n");
-	if (access(KLU_THIN, F_OK))
-		klu_skip("kvm_thin is not loaded");
-	if (klu_thin_cores("", NULL, 0) < 2)
-		klu_skip("a live move needs two loaded cores");
+	klu_thin_need_move();
 	vm = klu_vm_create(KLU_DATA_GPA, 1);
 	if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_BINARY_STATS_FD) <= 0)
 		klu_skip("no KVM_CAP_BINARY_STATS_FD");
