@@ -25,7 +25,7 @@ klu_builds() {
 	fi
 	"$run" "build core v2 from linux-source-$series $cur_ver (current)" \
 		make -C "$top" CORE_TAG=v2 KVM_SRC="$cur_src" || ok=1
-	"$run" "build the test modules (kvm_thin refusals, irq-bypass and IRTE helpers)" \
+	"$run" "build the test modules (kvm_thin refusals, irq-bypass and IRTE helpers, the guest edu driver)" \
 		make -C "$top" testmods || ok=1
 	"$run" "build kvm_live_upgrade selftests" \
 		make -C "$top/tools/testing/selftests/kvm_live_upgrade" OUTPUT="$build/klu-selftests" ||

@@ -176,6 +176,26 @@ klu_guest_done() {
 	grep -aq 'klu-guest done rounds=[0-9]* errors=0 ' "$1" && ! grep -aq 'klu-guest ERROR' "$1"
 }
 
+# klu_edu_find: the PCI name of the bed's edu device (QEMU's -device edu), or nothing.
+klu_edu_find() {
+	local d
+	for d in /sys/bus/pci/devices/*; do
+		[ "$(cat "$d/vendor")" = 0x1234 ] && [ "$(cat "$d/device")" = 0x11e8 ] &&
+			{ echo "${d##*/}"; return 0; }
+	done
+	return 0
+}
+
+# klu_edu_vfio PCI: PCI bound to stock vfio-pci, its modules loaded.
+klu_edu_vfio() {
+	local m
+	for m in vfio vfio_iommu_type1 vfio_pci; do klu_modload $m || return 1; done
+	echo vfio-pci > "/sys/bus/pci/devices/$1/driver_override"
+	[ -e "/sys/bus/pci/devices/$1/driver" ] ||
+		echo "$1" > /sys/bus/pci/drivers_probe
+	[ "$(basename "$(readlink "/sys/bus/pci/devices/$1/driver")")" = vfio-pci ]
+}
+
 # klu_unload: remove every KVM module, vendor modules first.
 klu_unload() {
 	local m

@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * klu_guest_load [-m MIB] [-d DISK]: the workload of a real Linux guest whose VM the
- * host moves between cores (beds/guest/suites/realvm).  It runs inside that guest, as
- * part of its init, on every CPU of the guest (a thread each, so every vCPU runs guest
- * code when its VM moves), and checks what a lost or wrong piece of VM state would
- * break:
+ * klu_guest_load [-m MIB] [-d DISK] [-s STATUS -x STOP]: the workload of a real Linux
+ * guest whose VM the host moves between cores (beds/guest/suites/realvm).  It runs
+ * inside that guest, as part of its init, on every CPU of the guest (a thread each, so
+ * every vCPU runs guest code when its VM moves), and checks what a lost or wrong piece
+ * of VM state would break:
  *
  *   memory  MIB MiB a thread (default 16), every 64-bit word checked and rewritten each
  *           round, with a pattern of the thread, the round and the word's address;
@@ -21,6 +21,13 @@
  * thread finishes its round and checks its memory once more, then it prints
  * "klu-guest done rounds=N errors=E pause_max_us=U" and powers the guest off.  Each
  * error prints a "klu-guest ERROR" line first.
+ *
+ * A device that works beside it (the realpt suite's edu, klu_edu_guest) reports through
+ * the file STATUS, whose first line is appended to every round line and to the done
+ * line; before the done line, "1" is written to the file STOP, so that the device's
+ * work ends and the figures that line reports are final.  With STOP, the guest powers
+ * off only at a second line on stdin, so that the host can read its own count of the
+ * device's interrupts while the device is still open.
  *
  * Copyright (C) 2026 The kvm-live-upgrade authors.
  */
@@ -53,6 +60,41 @@ struct worker {
 static struct worker workers[MAX_THREADS];
 static unsigned int errors, stop;	/* __atomic */
 static const char *disk = "/dev/vda";
+static const char *status_file, *stop_file;
+
+/* The first line of STATUS, with a space before it, or "". */
+static const char *device_status(void)
+{
+	static char line[256];
+	FILE *f;
+
+	line[0] = 0;
+	if (!status_file)
+		return line;
+	f = fopen(status_file, "r");
+	line[0] = ' ';
+	if (!f || !fgets(line + 1, sizeof(line) - 1, f))
+		snprintf(line, sizeof(line), " status=unreadable(%d)", errno);
+	if (f)
+		fclose(f);
+	line[strcspn(line, "\n")] = 0;
+	return line;
+}
+
+/* Write "1" to STOP. */
+static void stop_device(void)
+{
+	int fd;
+
+	if (!stop_file)
+		return;
+	fd = open(stop_file, O_WRONLY);
+	if (fd < 0 || write(fd, "1", 1) != 1)
+		printf("klu-guest ERROR cannot stop the device through %s: %d\n", stop_file,
+		       errno);
+	if (fd >= 0)
+		close(fd);
+}
 
 static int64_t now(clockid_t c)
 {
@@ -174,16 +216,22 @@ int main(int argc, char **argv)
 	struct pollfd in = { .fd = 0, .events = POLLIN };
 	unsigned int n, i, last = ~0u;
 	int64_t printed = 0, pause_max = 0, t;
+	char line[64];
 	size_t mib = 16;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "m:d:")) != -1) {
+	while ((opt = getopt(argc, argv, "m:d:s:x:")) != -1) {
 		if (opt == 'm') {
 			mib = strtoul(optarg, NULL, 0);
 		} else if (opt == 'd') {
 			disk = optarg;
+		} else if (opt == 's') {
+			status_file = optarg;
+		} else if (opt == 'x') {
+			stop_file = optarg;
 		} else {
-			fprintf(stderr, "usage: %s [-m MIB] [-d DISK]\n", argv[0]);
+			fprintf(stderr, "usage: %s [-m MIB] [-d DISK] [-s STATUS -x STOP]\n",
+				argv[0]);
 			return 2;
 		}
 	}
@@ -206,21 +254,27 @@ int main(int argc, char **argv)
 		t = now(CLOCK_MONOTONIC);
 		i = __atomic_load_n(&workers[0].rounds, __ATOMIC_ACQUIRE);
 		if (i != last && t - printed >= 500000000ll) {
-			printf("klu-guest round %u pause_max_us %lld\n", i,
-			       (long long)workers[0].pause_max / 1000);
+			printf("klu-guest round %u pause_max_us %lld%s\n", i,
+			       (long long)workers[0].pause_max / 1000, device_status());
 			printed = t;
 			last = i;
 		}
 	}
+	/* The line itself, so that a second one can be waited for. */
+	if (read(0, line, sizeof(line)) < 0)
+		printf("klu-guest ERROR reading the console: %d\n", errno);
 	__atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
 	for (i = 0; i < n; i++) {
 		pthread_join(workers[i].thread, NULL);
 		if (workers[i].pause_max > pause_max)
 			pause_max = workers[i].pause_max;
 	}
-	printf("klu-guest done rounds=%u errors=%u pause_max_us=%lld\n", workers[0].rounds,
-	       errors, (long long)pause_max / 1000);
+	stop_device();
+	printf("klu-guest done rounds=%u errors=%u pause_max_us=%lld%s\n", workers[0].rounds,
+	       errors, (long long)pause_max / 1000, device_status());
 	sync();
+	if (stop_file)
+		poll(&in, 1, -1);
 	reboot(RB_POWER_OFF);
 	return 0;
 }
