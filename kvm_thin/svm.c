@@ -25,14 +25,26 @@ EXPORT_PER_CPU_SYMBOL_GPL(KLU_THIN(svm_cpu));
 static DEFINE_PER_CPU(int, klu_svm_refs);
 static DEFINE_PER_CPU(struct page *, klu_svm_hsave);
 
-void KLU_THIN(svm_get)(void)
+/*
+ * The first reference on a CPU turns SVM on, unless it is on already: then another
+ * hypervisor (VirtualBox, a KVM that is not ours) owns it, and sharing it would turn it
+ * off under that one at the last svm_put().  -EBUSY then, as upstream KVM does.
+ */
+int KLU_THIN(svm_get)(void)
 {
 	u64 efer;
 
-	if (this_cpu_inc_return(klu_svm_refs) == 1) {
-		rdmsrl(MSR_EFER, efer);
-		wrmsrl(MSR_EFER, efer | EFER_SVME);
+	if (this_cpu_inc_return(klu_svm_refs) > 1)
+		return 0;
+	rdmsrl(MSR_EFER, efer);
+	if (efer & EFER_SVME) {
+		this_cpu_dec(klu_svm_refs);
+		pr_err_ratelimited("CPU %d: SVM is already on (EFER.SVME), not by a KVM core of ours: another hypervisor owns it\n",
+				   smp_processor_id());
+		return -EBUSY;
 	}
+	wrmsrl(MSR_EFER, efer | EFER_SVME);
+	return 0;
 }
 EXPORT_SYMBOL_GPL(KLU_THIN(svm_get));
 

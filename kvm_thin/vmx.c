@@ -35,16 +35,34 @@ int KLU_THIN(vmxon)(void)
 {
 	u64 pa = __pa(this_cpu_read(klu_vmxon_region));
 
+	int r;
+
 	if (this_cpu_inc_return(klu_vmx_refs) > 1)
 		return 0;
+	/*
+	 * CR4.VMXE with no reference of ours: another hypervisor (VirtualBox, a KVM that is
+	 * not ours) is in VMX operation here, and our VMXOFF would pull it from under it.
+	 * -EBUSY, as upstream KVM does.
+	 */
+	if (cr4_read_shadow() & X86_CR4_VMXE) {
+		this_cpu_dec(klu_vmx_refs);
+		pr_err_ratelimited("CPU %d: VMX is already on (CR4.VMXE), not by a KVM core of ours: another hypervisor owns it\n",
+				   smp_processor_id());
+		return -EBUSY;
+	}
 	cr4_set_bits(X86_CR4_VMXE);
-	if (!klu_vmxon_insn(&pa))
+	r = klu_vmxon_insn(&pa);
+	if (!r)
 		return 0;
-	pr_err("VMXON faulted on CPU %d: VMX is disabled by firmware or in use elsewhere\n",
-	       smp_processor_id());
+	if (r == -EFAULT)
+		pr_err("VMXON faulted on CPU %d: VMX is disabled by firmware (IA32_FEATURE_CONTROL) or CR0/CR4 do not allow it\n",
+		       smp_processor_id());
+	else
+		pr_err("VMXON failed on CPU %d (VMfail): this CPU is in VMX operation already, or the VMXON region is bad\n",
+		       smp_processor_id());
 	cr4_clear_bits(X86_CR4_VMXE);
 	this_cpu_dec(klu_vmx_refs);
-	return -EFAULT;
+	return r;
 }
 EXPORT_SYMBOL_GPL(KLU_THIN(vmxon));
 

@@ -20,8 +20,11 @@ struct page;
 struct vmcb;
 struct vmcs;
 
-/* SVM: EFER.SVME is reference counted per CPU; the host save area is kvm_thin's. */
-void KLU_THIN(svm_get)(void);
+/*
+ * SVM: EFER.SVME is reference counted per CPU; the host save area is kvm_thin's.
+ * svm_get() is 0, or -EBUSY where SVM is on and not by a core (another hypervisor's).
+ */
+int KLU_THIN(svm_get)(void);
 void KLU_THIN(svm_put)(void);
 struct page *KLU_THIN(svm_hsave_page)(int cpu);
 
@@ -36,7 +39,11 @@ struct klu_svm_cpu {
 };
 DECLARE_PER_CPU(struct klu_svm_cpu, KLU_THIN(svm_cpu));
 
-/* VMX: VMXON is reference counted per CPU, on kvm_thin's VMXON region; 0 or -errno. */
+/*
+ * VMX: VMXON is reference counted per CPU, on kvm_thin's VMXON region; 0 or -errno:
+ * -EBUSY where CR4.VMXE is set and not by a core, -EFAULT where VMXON faults, -EIO
+ * where it fails.
+ */
 int KLU_THIN(vmxon)(void);
 int KLU_THIN(vmxoff)(void);
 DECLARE_PER_CPU(struct vmcs *, KLU_THIN(current_vmcs));

@@ -10,7 +10,8 @@
 // allocator, the last VMCB run (for IBPB), the TSC ratio cache, the host save area and
 // the EFER.SVME count.  See Documentation/upstream-changes.rst.
 
-// EFER.SVME may already be set by another core: that is not "busy" any more.
+// EFER.SVME may already be set by another core: that is not "busy" any more.  Whether
+// another hypervisor holds it is kvm_thin's question, asked where SVM is turned on.
 @@
 expression efer;
 @@
@@ -21,7 +22,8 @@ expression efer;
 expression efer;
 @@
 - wrmsrl(MSR_EFER, efer | EFER_SVME);
-+ KLU_THIN(svm_get)();
++ if (KLU_THIN(svm_get)())
++	return -EBUSY;
 
 @@
 @@
