@@ -20,6 +20,7 @@
 #include <linux/file.h>
 #include <linux/kvm.h>
 #include <linux/slab.h>
+#include <linux/stringify.h>
 #include <linux/uaccess.h>
 #include <linux/vfio.h>
 
@@ -461,16 +462,44 @@ static void klu_set_unmovable(struct klu_vm *vm, const char *what, unsigned int 
 		vm->unmovable);
 }
 
+static void klu_set_unmovable_why(struct klu_vm *vm, const char *why)
+{
+	lockdep_assert_held(&vm->files_lock);
+	if (vm->unmovable[0])
+		return;
+	snprintf(vm->unmovable, sizeof(vm->unmovable), "no: %s", why);
+	pr_info("VM %lu (pid %d): unmovable from now on: %s\n", vm->id, vm->pid,
+		vm->unmovable);
+}
+
 /* What the core made for @vm has no file of kvm_thin's (@why): no move may drop it. */
 void klu_journal_refuse(struct klu_vm *vm, const char *why)
 {
 	mutex_lock(&vm->files_lock);
-	if (!vm->unmovable[0]) {
-		snprintf(vm->unmovable, sizeof(vm->unmovable), "no: %s", why);
-		pr_info("VM %lu (pid %d): unmovable from now on: %s\n", vm->id, vm->pid,
-			vm->unmovable);
-	}
+	klu_set_unmovable_why(vm, why);
 	mutex_unlock(&vm->files_lock);
+}
+
+/*
+ * Is @rec a KVM_ENABLE_CAP that @journal need not keep, because it repeats the last
+ * one, byte for byte?  A repeat changes nothing a replay would not set already; one
+ * with another call between them may (a value that call changed), so it is kept.
+ * @nr gets the number of KVM_ENABLE_CAP records in @journal.
+ */
+static bool klu_cap_repeats(struct list_head *journal, struct klu_record *rec,
+			    unsigned int *nr)
+{
+	struct klu_record *old, *last = NULL;
+
+	*nr = 0;
+	list_for_each_entry_reverse(old, journal, node) {
+		if (old->ioctl != KVM_ENABLE_CAP)
+			continue;
+		if (!last)
+			last = old;
+		(*nr)++;
+	}
+	return last && last->size == rec->size && !memcmp(last->data, rec->data, rec->size);
 }
 
 /* The core accepted @ioctl(@arg) on @kf: keep what a move will need of it. */
@@ -480,6 +509,7 @@ void klu_journal_note(struct klu_file *kf, unsigned int ioctl, unsigned long arg
 	struct list_head *journal;
 	struct klu_record *rec = NULL;
 	bool drop_dirty = false;
+	unsigned int nr_caps;
 	enum klu_keep keep;
 	u32 slot = 0;
 	int r = 0;
@@ -570,6 +600,13 @@ void klu_journal_note(struct klu_file *kf, unsigned int ioctl, unsigned long arg
 			WRITE_ONCE(vm->dirty_manual,
 				   ((struct kvm_enable_cap *)rec->data)->args[0]);
 			break;
+		}
+		if (klu_cap_repeats(journal, rec, &nr_caps))
+			goto drop;
+		if (nr_caps >= KLU_CAPS_MAX) {
+			klu_set_unmovable_why(vm, "more than " __stringify(KLU_CAPS_MAX)
+					      " different KVM_ENABLE_CAP calls to replay");
+			goto drop;
 		}
 		break;
 	default:

@@ -184,6 +184,12 @@ struct klu_dirty_slot {
 };
 /* KVM_MEM_MAX_NR_PAGES, which is not uAPI */
 #define KLU_SLOT_PAGES_MAX	((1ull << 31) - 1)
+/*
+ * Distinct KVM_ENABLE_CAP records one journal keeps for a move to replay: a VMM that
+ * enables more than this (each call different from the last) makes its VM unmovable,
+ * so that the journal's memory has a bound.  Repeats of the last call are not kept.
+ */
+#define KLU_CAPS_MAX		256
 int klu_journal_log_slots(struct klu_vm *vm, struct klu_dirty_slot **out);
 
 /* dirty.c: dirty-page logging across moves */
