@@ -137,44 +137,11 @@ klu_ticked() {
 	return 1
 }
 
-# The Linux guest of beds/mkguestinitrd (klu_guest_load) on a QEMU whose serial output
-# goes to OUT (and its stderr to OUT.err).
-# klu_guest_tail OUT: its last lines, for a failure's log.
-klu_guest_tail() {
-	tr -d '\r' < "$1" | tail -n 40 > /dev/console
-	[ -f "$1.err" ] && cat "$1.err" > /dev/console
-}
-
-# klu_rounds OUT: the number of the guest's last round, or -1.
-klu_rounds() {
-	local n
-	n=$(tr -d '\r' < "$1" | grep -ao 'klu-guest round [0-9]*' | tail -n 1)
-	echo "${n##* }" | grep -x '[0-9][0-9]*' || echo -1
-}
-
-# klu_rounds_after N OUT PID: wait until the guest has done N rounds more than now, for
-# as long as its QEMU (PID) runs.  A hang guard only: a guest that has done no round
-# for 120 s (it does several a second, and boots in about 15 s) is stuck, and its
-# console says where.
-klu_rounds_after() {
-	local want=$(($(klu_rounds "$2") + $1)) now last=-2 i=0
-	while now=$(klu_rounds "$2") && [ "$now" -lt $want ]; do
-		kill -0 "$3" 2> /dev/null ||
-			{ klu_log "QEMU $3 ended, at round $now"; klu_guest_tail "$2"; return 1; }
-		[ "$now" != "$last" ] && i=0 && last=$now
-		[ $i -lt 600 ] ||
-			{ klu_log "no round from the guest for 120 s (at round $now)"; klu_guest_tail "$2"; return 1; }
-		sleep 0.2
-		i=$((i + 1))
-	done
-}
-
-# klu_guest_done OUT: the guest reported no error at its end.
-klu_guest_done() {
-	tr -d '\r' < "$1" | grep -a 'klu-guest ERROR' | head -n 20 > /dev/console
-	tr -d '\r' < "$1" | grep -a 'klu-guest' | tail -n 3 > /dev/console
-	grep -aq 'klu-guest done rounds=[0-9]* errors=0 ' "$1" && ! grep -aq 'klu-guest ERROR' "$1"
-}
+# The Linux guest of the real-VM suites (klu_guest_load, its lines on a QEMU's serial
+# output saved to OUT): klu_rounds, klu_rounds_after, klu_guest_tail, klu_guest_done,
+# shared with the real_vm.sh kselftest.
+klu_say() { klu_log "$*"; }
+[ -f /klu/bin/klu_guest.sh ] && . /klu/bin/klu_guest.sh
 
 # klu_edu_find: the PCI name of the bed's edu device (QEMU's -device edu), or nothing.
 klu_edu_find() {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * vm_hostile [-t mmap|pending|fdswap|refuse|all] [-n N]: what a buggy or hostile VMM
+ * vm_hostile [-t mmap|pending|fdswap|caps|refuse|all|hwowner] [-n N]: what a buggy or
+ * hostile VMM
  * does to its own files while its VM moves between two cores.  The VMM may hurt its
  * own VM; it must not hang, oops or corrupt the host, and its guest, if the VMM plays
  * by KVM's rules again, must compute right.  The VM has one vCPU whose guest does
@@ -39,12 +40,28 @@
  *            must have run on after each.  (A failed move used to wait for the VM's
  *            lock, which its vCPUs hold in KVM_RUN, to record its result: for ever.)
  *
- * Without -t, both (all), each with its default N.  Skips without kvm_thin or with one
- * core loaded.
+ *   caps     the VMM enables one capability (KVM_CAP_HALT_POLL) N times (default
+ *            1000000) with the same value: the VM must stay movable and move there
+ *            and back, its guest computing right.  Then 300 calls each with another
+ *            value: past kvm_thin's bound on the calls it keeps to replay (256), the
+ *            VM must say it is not movable, and a move must be refused with
+ *            EOPNOTSUPP, its guest running on.  (kvm_thin used to keep every call:
+ *            a journal, and a replay in the move's blackout, without bound.)
+ *   hwowner  (only with -t, and with no VM on the host) another hypervisor holds
+ *            hardware virtualisation: the test module klu_hw_owner has set EFER.SVME
+ *            or CR4.VMXE on every CPU.  KVM_CREATE_VM must fail with EBUSY, as on
+ *            stock KVM, and the bit must still be set on every CPU afterwards.
+ *            (kvm_thin used to take the bit for its own and share it, and the last
+ *            VM's end would have turned it off under its owner.)  Skips without the
+ *            module.
+ *
+ * Without -t, the first five (all), each with its default N.  Skips without kvm_thin
+ * or with one core loaded.
  *
  * Copyright (C) 2026 The kvm-live-upgrade authors.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdbool.h>
@@ -339,6 +356,66 @@ static void test_fdswap(unsigned int n, int nr)
 	       "two moves, the guest's sum right");
 }
 
+/* ---- caps ---------------------------------------------------------------------- */
+
+#define CAPS_DISTINCT	300u	/* past kvm_thin's KLU_CAPS_MAX, 256 */
+
+static int halt_poll(__u64 ns)
+{
+	struct kvm_enable_cap cap = { .cap = KVM_CAP_HALT_POLL, .args[0] = ns };
+
+	return ioctl(vm->vm_fd, KVM_ENABLE_CAP, &cap) ? errno : 0;
+}
+
+static void echo_round(const char *when)
+{
+	struct klu_result res;
+
+	set_params(ITERATIONS);
+	klu_vcpu_restart(vm, 0);
+	klu_vcpu_run_to_done(vm, 0, &res);
+	if (res.nr_words != 1 || res.words[0] != SUM)
+		klu_fail("%s: echo sum 0x%x (%d words), want 0x%x", when, res.words[0],
+			 res.nr_words, SUM);
+}
+
+static void test_caps(unsigned int n, int nr)
+{
+	char buf[512];
+	unsigned int i;
+	int err;
+
+	if (ioctl(vm->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_HALT_POLL) <= 0)
+		klu_skip("caps: no KVM_CAP_HALT_POLL");
+	for (i = 0; i < n; i++) {
+		err = halt_poll(1000);
+		if (err)
+			klu_fail("KVM_ENABLE_CAP(KVM_CAP_HALT_POLL) %u of %u: %s", i + 1, n,
+				 strerror(err));
+	}
+	klu_thin_vm_file(vm_id, "movable", buf, sizeof(buf));
+	if (strncmp(buf, "yes", 3))
+		klu_fail("after %u identical KVM_ENABLE_CAP calls, movable says: %s", n, buf);
+	move(0);
+	move(1);
+	echo_round("after the moves");
+	for (i = 0; i < CAPS_DISTINCT; i++) {
+		err = halt_poll(i + 1);
+		if (err)
+			klu_fail("KVM_ENABLE_CAP(KVM_CAP_HALT_POLL, %u): %s", i + 1, strerror(err));
+	}
+	klu_thin_vm_file(vm_id, "movable", buf, sizeof(buf));
+	if (strncmp(buf, "no", 2) || !strstr(buf, "KVM_ENABLE_CAP"))
+		klu_fail("after %u different KVM_ENABLE_CAP calls, movable says: %s",
+			 CAPS_DISTINCT, buf);
+	err = klu_thin_move(vm_id, core_b);
+	if (err != EOPNOTSUPP)
+		klu_fail("a move of the VM past the bound: %s, want EOPNOTSUPP", strerror(err));
+	echo_round("after the refusal");
+	printf("ok %d - caps: %u identical KVM_ENABLE_CAP calls and two moves, %s (%s)\n",
+	       nr, n, "then 300 different ones and a refused move", buf);
+}
+
 /* ---- refuse ------------------------------------------------------------------- */
 
 #define FAIL_STEP	"/sys/module/kvm_thin/parameters/fail_move_step"
@@ -518,6 +595,44 @@ static void test_refuse(unsigned int n, int nr)
 	/* vCPU 1 halts until the process ends. */
 }
 
+#define HW_OWNER_HELD	"/sys/module/klu_hw_owner/parameters/held"
+
+static int hw_held(void)
+{
+	char buf[32] = "";
+	FILE *f = fopen(HW_OWNER_HELD, "r");
+
+	if (!f)
+		klu_skip("no %s: insmod modules/klu_hw_owner.ko first", HW_OWNER_HELD);
+	if (!fgets(buf, sizeof(buf), f))
+		klu_fail("cannot read %s", HW_OWNER_HELD);
+	fclose(f);
+	return atoi(buf);
+}
+
+static void test_hwowner(void)
+{
+	int cpus = sysconf(_SC_NPROCESSORS_ONLN), held = hw_held(), kvm, fd;
+
+	if (held != cpus)
+		klu_fail("klu_hw_owner holds VMX/SVM on %d of %d CPUs before any VM", held, cpus);
+	kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (kvm < 0)
+		klu_skip("no /dev/kvm: %s", strerror(errno));
+	fd = ioctl(kvm, KVM_CREATE_VM, 0);
+	if (fd >= 0)
+		klu_fail("KVM_CREATE_VM made a VM while another hypervisor holds VMX/SVM");
+	if (errno != EBUSY)
+		klu_fail("KVM_CREATE_VM failed with %s, not EBUSY", strerror(errno));
+	held = hw_held();
+	if (held != cpus)
+		klu_fail("after the refused VM, %d of %d CPUs have VMX/SVM: turned off under it",
+			 held, cpus);
+	close(kvm);
+	printf("ok 1 - hwowner: KVM_CREATE_VM refused with EBUSY, all %d CPUs keep VMX/SVM\n",
+	       cpus);
+}
+
 int main(int argc, char **argv)
 {
 	const char *test = "all";
@@ -537,13 +652,19 @@ int main(int argc, char **argv)
 	}
 	all = test && !strcmp(test, "all");
 	if (!test || (!all && strcmp(test, "mmap") && strcmp(test, "pending") &&
-		      strcmp(test, "fdswap") && strcmp(test, "refuse"))) {
-		fprintf(stderr, "usage: %s [-t mmap|pending|fdswap|refuse|all] [-n N]\n",
+		      strcmp(test, "fdswap") && strcmp(test, "caps") &&
+		      strcmp(test, "refuse") && strcmp(test, "hwowner"))) {
+		fprintf(stderr,
+			"usage: %s [-t mmap|pending|fdswap|caps|refuse|all|hwowner] [-n N]\n",
 			argv[0]);
 		return KSFT_FAIL;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);	/* each line out before a hang */
-	printf("TAP version 13\n1..%d\n", all ? 4 : 1);
+	printf("TAP version 13\n1..%d\n", all ? 5 : 1);
+	if (!strcmp(test, "hwowner")) {
+		test_hwowner();
+		return KSFT_PASS;
+	}
 	klu_thin_need_move();
 	vm = klu_vm_create(KLU_DATA_GPA, 1);
 	vm_id = klu_thin_vm_id();
@@ -557,8 +678,10 @@ int main(int argc, char **argv)
 		test_pending(n ?: 10, all ? 2 : 1);
 	if (all || !strcmp(test, "fdswap"))
 		test_fdswap(n ?: 64, all ? 3 : 1);
+	if (all || !strcmp(test, "caps"))
+		test_caps(n ?: 1000000, all ? 4 : 1);	/* last on this VM: it is unmovable */
 	klu_vm_destroy(vm);
 	if (all || !strcmp(test, "refuse"))
-		test_refuse(n ?: 3, all ? 4 : 1);	/* last: its halted vCPU stays */
+		test_refuse(n ?: 3, all ? 5 : 1);	/* last: its halted vCPU stays */
 	return KSFT_PASS;
 }
