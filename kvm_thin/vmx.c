@@ -34,7 +34,6 @@ static DEFINE_SPINLOCK(klu_vpid_lock);
 int KLU_THIN(vmxon)(void)
 {
 	u64 pa = __pa(this_cpu_read(klu_vmxon_region));
-
 	int r;
 
 	if (this_cpu_inc_return(klu_vmx_refs) > 1)
