@@ -19,27 +19,12 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "klu_edu_regs.h"
 #include "klu_vm.h"
 
 #define KLU_EDU_VENDOR		"0x1234"
 #define KLU_EDU_DEVICE		"0x11e8"
 #define KLU_EDU_NAME_SIZE	32	/* a PCI device name, "0000:00:03.0" */
-
-/* edu's BAR0 registers (4-byte accesses) */
-#define EDU_ID		0x00
-#define EDU_IRQ_STATUS	0x24
-#define EDU_IRQ_RAISE	0x60
-#define EDU_IRQ_ACK	0x64
-#define EDU_DMA_SRC	0x80
-#define EDU_DMA_DST	0x88
-#define EDU_DMA_CNT	0x90
-#define EDU_DMA_CMD	0x98
-#define EDU_DMA_RUN	0x1
-#define EDU_DMA_TO_RAM	0x2		/* else RAM to edu */
-#define EDU_DMA_IRQ	0x4		/* an MSI when it is done */
-#define EDU_STATUS_RAISE 0x1		/* what we write to EDU_IRQ_RAISE */
-#define EDU_STATUS_DMA	0x100		/* what a DMA's completion sets */
-#define EDU_BUF		0x40000u	/* edu's buffer, in its own address space */
 
 #define PCI_CMD_OFF	4
 #define PCI_CMD_MEMORY	0x2

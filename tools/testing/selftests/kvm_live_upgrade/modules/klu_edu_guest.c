@@ -30,26 +30,10 @@
 #include <linux/pci.h>
 #include <linux/wait.h>
 
+#include "klu_edu_regs.h"
+
 #define EDU_VENDOR	0x1234
 #define EDU_DEVICE	0x11e8
-
-/* edu's BAR0 registers, 4-byte accesses (QEMU's docs/specs/edu.txt) */
-#define EDU_ID		0x00
-#define EDU_LIVENESS	0x04
-#define EDU_IRQ_STATUS	0x24
-#define EDU_IRQ_RAISE	0x60
-#define EDU_IRQ_ACK	0x64
-#define EDU_DMA_SRC	0x80
-#define EDU_DMA_DST	0x88
-#define EDU_DMA_CNT	0x90
-#define EDU_DMA_CMD	0x98
-#define EDU_DMA_RUN	0x1
-#define EDU_DMA_TO_RAM	0x2		/* else from RAM to edu's buffer */
-#define EDU_DMA_IRQ	0x4		/* an interrupt when it is done */
-#define EDU_ST_RAISE	0x1		/* what this driver writes to EDU_IRQ_RAISE */
-#define EDU_ST_DMA	0x100		/* what the end of a DMA sets */
-#define EDU_BUF		0x40000		/* edu's buffer, in its own address space */
-#define EDU_DMA_BITS	28		/* edu masks DMA addresses to 28 bits */
 
 /*
  * edu's buffer is 4 KiB, but QEMU 7.2's range check takes a DMA that ends at its end
@@ -85,11 +69,11 @@ static irqreturn_t klu_edu_irq(int irq, void *data)
 		return IRQ_HANDLED;
 	}
 	writel(st, e->bar + EDU_IRQ_ACK);
-	if (st & EDU_ST_RAISE)
+	if (st & EDU_STATUS_RAISE)
 		atomic_inc(&klu_seen_raise);
-	if (st & EDU_ST_DMA)
+	if (st & EDU_STATUS_DMA)
 		atomic_inc(&klu_seen_dma);
-	if (st & ~(EDU_ST_RAISE | EDU_ST_DMA)) {
+	if (st & ~(EDU_STATUS_RAISE | EDU_STATUS_DMA)) {
 		atomic_inc(&klu_errors);
 		pr_err("unexpected status bits %#x\n", st);
 	}
@@ -136,7 +120,7 @@ static void klu_edu_dma(struct klu_edu_guest *e, u64 src, u64 dst, u32 cmd,
 	writeq(KLU_EDU_LEN, e->bar + EDU_DMA_CNT);
 	atomic_inc(&klu_expected);
 	writeq(cmd | EDU_DMA_RUN | EDU_DMA_IRQ, e->bar + EDU_DMA_CMD);
-	klu_edu_wait(e, &klu_seen_dma, want, EDU_ST_DMA, round, what);
+	klu_edu_wait(e, &klu_seen_dma, want, EDU_STATUS_DMA, round, what);
 }
 
 static void klu_edu_round(struct klu_edu_guest *e, unsigned int round)
@@ -145,8 +129,8 @@ static void klu_edu_round(struct klu_edu_guest *e, unsigned int round)
 	int want = atomic_read(&klu_seen_raise) + 1;
 
 	atomic_inc(&klu_expected);
-	writel(EDU_ST_RAISE, e->bar + EDU_IRQ_RAISE);
-	klu_edu_wait(e, &klu_seen_raise, want, EDU_ST_RAISE, round, "raise");
+	writel(EDU_STATUS_RAISE, e->bar + EDU_IRQ_RAISE);
+	klu_edu_wait(e, &klu_seen_raise, want, EDU_STATUS_RAISE, round, "raise");
 
 	for (i = 0; i < n; i++) {
 		e->buf[0][i] = (round * 0x9e3779b9u) ^ (i * 0x85ebca6bu);
