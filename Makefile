@@ -48,8 +48,8 @@ deps:
 	@$(TOP)/scripts/deps
 
 cores: thin
-	@case "$(CORE_TAG)" in ''|*[!a-z0-9_]*) \
-		echo "CORE_TAG '$(CORE_TAG)' must be lower-case letters, digits and _" >&2; exit 1;; esac
+	@case "$(CORE_TAG)" in ''|[!a-z]*|*[!a-z0-9_]*) \
+		echo "CORE_TAG '$(CORE_TAG)' must be a lower-case letter, then lower-case letters, digits and _" >&2; exit 1;; esac
 	@test -n "$(KVM_SRC)" || { echo "no KVM source: install linux-source-X.Y or pass KVM_SRC=" >&2; exit 1; }
 	@$(TOP)/scripts/kvm-src-prepare "$(KVM_SRC)" "$(CORE_TREE)" "$(KDIR)" "$(CORE_TAG)"
 	$(MAKE) -C $(KDIR) M=$(CORE_KDIR) KLU_TOP=$(TOP) CORE_TAG=$(CORE_TAG) -j$(JOBS) \

@@ -12,6 +12,7 @@
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/ctype.h>
 #include <linux/kallsyms.h>
 #include <linux/module.h>
 #include <linux/slab.h>
@@ -31,6 +32,22 @@ static const char *tag_of(const char *name, const char *prefix)
 	if (strncmp(name, prefix, n) || !name[n])
 		return NULL;
 	return name + n;
+}
+
+/*
+ * A core tag: a lower-case letter, then lower-case letters, digits and '_', at most
+ * KLU_TAG_MAX - 1 in all.  Starting with a letter, no tag reads as a VM id.
+ */
+bool klu_tag_ok(const char *tag)
+{
+	size_t i, n = strnlen(tag, KLU_TAG_MAX);
+
+	if (!n || n >= KLU_TAG_MAX || !islower(tag[0]))
+		return false;
+	for (i = 1; i < n; i++)
+		if (!islower(tag[i]) && !isdigit(tag[i]) && tag[i] != '_')
+			return false;
+	return true;
 }
 
 /*
@@ -117,8 +134,8 @@ int KLU_THIN(misc_register)(struct miscdevice *misc)
 		       misc->name);
 		return -EINVAL;
 	}
-	if (!tag || !vtag || strcmp(tag, vtag) || strlen(tag) >= KLU_TAG_MAX) {
-		pr_err("refusing core %s + %s: modules must be kvm_core_<tag> and kvm_{intel,amd}_core_<tag> with one tag of at most %d characters\n",
+	if (!tag || !vtag || strcmp(tag, vtag) || !klu_tag_ok(tag)) {
+		pr_err("refusing core %s + %s: modules must be kvm_core_<tag> and kvm_{intel,amd}_core_<tag> with one tag: a lower-case letter, then letters, digits and _, at most %d characters\n",
 		       generic[0] ? generic : "?", vendor ? vendor->name : "?",
 		       KLU_TAG_MAX - 1);
 		return -EINVAL;

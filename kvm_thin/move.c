@@ -23,6 +23,7 @@
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/ctype.h>
 #include <linux/delay.h>
 #include <linux/file.h>
 #include <linux/kthread.h>
@@ -1289,6 +1290,51 @@ static int klu_trigger_one(struct klu_vm *vm, void *data)
 	return 0;
 }
 
+/*
+ * The trigger's one line: "<tag>" moves every VM, "<vm id> <tag>" one.  Nothing else
+ * is taken: not a third word, not a tag cut short, not a number for a tag.
+ */
+static int klu_parse_move(const char *buf, size_t count, long *id, char *tag)
+{
+	char line[48], *rest, *word;
+
+	if (count >= sizeof(line)) {
+		pr_err("move: a line of %zu bytes is longer than any trigger\n", count);
+		return -EINVAL;
+	}
+	memcpy(line, buf, count);
+	line[count] = 0;
+	rest = strim(line);
+	word = strsep(&rest, " \t");
+	rest = rest ? skip_spaces(rest) : NULL;
+	*id = -1;
+	if (rest && *rest) {
+		if (kstrtol(word, 10, id) || *id < 0) {
+			pr_err("move: '%s' is not a VM id; write '<tag>' (every VM) or '<vm id> <tag>' (one VM)\n",
+			       word);
+			return -EINVAL;
+		}
+		word = rest;
+		if (strpbrk(word, " \t")) {
+			pr_err("move: more than two words; write '<tag>' (every VM) or '<vm id> <tag>' (one VM)\n");
+			return -EINVAL;
+		}
+	}
+	if (!klu_tag_ok(word)) {
+		if (!*word)
+			pr_err("move: write '<tag>' (every VM) or '<vm id> <tag>' (one VM)\n");
+		else if (*id < 0 && isdigit(*word))
+			pr_err("move: '%s' is not a core tag, which starts with a letter; to move one VM, write '<vm id> <tag>'\n",
+			       word);
+		else
+			pr_err("move: '%.*s' is not a core tag: a lower-case letter, then letters, digits and _, at most %d characters\n",
+			       KLU_TAG_MAX + 8, word, KLU_TAG_MAX - 1);
+		return -EINVAL;
+	}
+	strscpy(tag, word, KLU_TAG_MAX);
+	return 0;
+}
+
 static ssize_t move_store(struct kobject *kobj, struct kobj_attribute *attr,
 			  const char *buf, size_t count)
 {
@@ -1296,17 +1342,11 @@ static ssize_t move_store(struct kobject *kobj, struct kobj_attribute *attr,
 	struct klu_core *prev_active;
 	char tag[KLU_TAG_MAX] = "";
 	u64 start;
-	int n;
+	int r;
 
-	n = sscanf(buf, "%ld %15s", &t.id, tag);
-	if (n != 2) {
-		t.id = -1;
-		n = sscanf(buf, "%15s", tag);
-	}
-	if (n < 1 || !tag[0] || t.id < -1) {
-		pr_err("move: write '<tag>' (every VM) or '<vm id> <tag>' (one VM)\n");
-		return -EINVAL;
-	}
+	r = klu_parse_move(buf, count, &t.id, tag);
+	if (r)
+		return r;
 	if (!mutex_trylock(&klu_move_lock)) {
 		pr_err("move: another move is under way\n");
 		return -EBUSY;

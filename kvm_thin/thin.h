@@ -143,6 +143,7 @@ extern struct list_head klu_cores;
 struct klu_core *klu_core_get_active(void);
 void klu_core_put(struct klu_core *core);
 struct klu_core *klu_core_by_tag(const char *tag);
+bool klu_tag_ok(const char *tag);
 int klu_core_set_active(struct klu_core *core);
 struct klu_core *klu_core_active_locked(void);
 
