@@ -316,6 +316,10 @@ static long klu_vcpu_run(struct klu_file *kf, unsigned long arg, bool compat)
 		kf->run_task = current;
 		spin_unlock(&kf->run_lock);
 		smp_mb();	/* pairs with klu_move_kick(): see moving, or get kicked */
+		if (READ_ONCE(vm->dead)) {
+			r = -EIO;
+			goto out;
+		}
 		if (!READ_ONCE(vm->moving))
 			break;
 		spin_lock(&kf->run_lock);
@@ -381,6 +385,11 @@ static long klu_file_call(struct file *filp, unsigned int ioctl, unsigned long a
 	}
 	if (down_read_killable(&vm->lock))
 		return -EINTR;
+	/* As KVM does for a VM it found broken (KVM_BUG_ON): every ioctl fails. */
+	if (READ_ONCE(vm->dead)) {
+		up_read(&vm->lock);
+		return -EIO;
+	}
 	/*
 	 * A vCPU with an exit to complete on its old core has its state there; its
 	 * statistics are the new core's (stats.c follows the running vCPU).

@@ -62,8 +62,12 @@ enum klu_step {
 	KLU_STEP_COMMIT,
 };
 
-/* fail_move_step's one point inside a step: commit, after the descriptor handover. */
+/*
+ * fail_move_step's points inside a step: commit, after the descriptor handover (9);
+ * the same, and then the irqfds fail to go back to the old VM (10).
+ */
 #define KLU_FAULT_IRQFDS	9
+#define KLU_FAULT_IRQFDS_BACK	10
 
 static const char * const klu_step_name[] = {
 	[KLU_STEP_CHECK] = "check",
@@ -491,22 +495,29 @@ static int klu_msr_list(struct klu_move *mv, struct klu_core *core)
 	static const unsigned int lists[] = {
 		KVM_GET_MSR_INDEX_LIST, KVM_GET_MSR_FEATURE_INDEX_LIST,
 	};
+	const u32 room = (KLU_SCRATCH_ARG - sizeof(struct kvm_msr_list)) / sizeof(u32);
 	struct kvm_msr_list __user *ul = mv->scratch;
 	u32 *grown, nr, base, i, j;
 	long r;
 
 	for (i = 0; i < ARRAY_SIZE(lists); i++) {
-		nr = (KLU_SCRATCH_ARG - sizeof(*ul)) / sizeof(u32);
-		if (put_user(nr, &ul->nmsrs))
+		if (put_user(room, &ul->nmsrs))
 			return -EFAULT;
 		/* kvm_dev_ioctl() does not look at its file for these. */
 		r = core->fops->unlocked_ioctl(NULL, lists[i], (unsigned long)ul);
 		if (r < 0)
 			return klu_fail(mv, r, "MSR list 0x%x of core %s: %ld", lists[i],
 					core->tag, r);
+		/*
+		 * Scratch is the VMM's memory: what the core wrote there may have been
+		 * rewritten since.  KVM fails with E2BIG past the room it was given.
+		 */
 		if (get_user(nr, &ul->nmsrs))
 			return -EFAULT;
-		grown = krealloc(mv->msrs, (mv->nr_msrs + nr) * sizeof(u32), GFP_KERNEL);
+		if (nr > room)
+			return klu_fail(mv, -EINVAL, "MSR list 0x%x: %u entries read back, %s %u",
+					lists[i], nr, "more than the room given,", room);
+		grown = krealloc_array(mv->msrs, mv->nr_msrs + nr, sizeof(u32), GFP_KERNEL);
 		if (!grown)
 			return -ENOMEM;
 		mv->msrs = grown;
@@ -891,7 +902,8 @@ static int klu_commit(struct klu_move *mv)
 	 * and irqchip have their state; one that came while they were detached is still
 	 * counted in its eventfd, and KVM injects it when the irqfd is attached.
 	 */
-	if (klu_fail_move_step == KLU_FAULT_IRQFDS)
+	if (klu_fail_move_step == KLU_FAULT_IRQFDS ||
+	    klu_fail_move_step == KLU_FAULT_IRQFDS_BACK)
 		return klu_fail(mv, -EIO, "fault injected (fail_move_step=%u)",
 				klu_fail_move_step);
 	mv->irqfds_new = true;
@@ -1032,6 +1044,22 @@ static void klu_groups_back(struct klu_move *mv)
 }
 
 /*
+ * @vm lost state in a failed move (@why, error @err), and its guest cannot run right
+ * without it: interrupts that no longer reach it would hang it, or worse, unseen.  Like
+ * a VM KVM finds broken, every ioctl of its files fails with EIO from now on, so that
+ * its VMM stops it and says so.  Under vm->lock (write) and files_lock.
+ */
+static void klu_vm_kill(struct klu_vm *vm, int err, const char *why)
+{
+	lockdep_assert_held_write(&vm->lock);
+	lockdep_assert_held(&vm->files_lock);
+	WRITE_ONCE(vm->dead, true);
+	snprintf(vm->unmovable, sizeof(vm->unmovable), "no: dead: %s (%d)", why, err);
+	pr_err("VM %lu (pid %d): %s (%d): every ioctl of the VM fails with EIO from now on\n",
+	       vm->id, vm->pid, why, err);
+}
+
+/*
  * A failed move: the irqfds go back to the old VM (a signal that came meanwhile waits in
  * its eventfd and is injected there), and what the new core built is closed by the
  * mover once the vCPUs run again, like the old core's files after a move.
@@ -1059,11 +1087,13 @@ static void klu_move_discard(struct klu_move *mv)
 	if (mv->new && mv->new[0] && !mv->vm->has_device)
 		klu_owner_del(mv->new[0]->private_data, mv->vm);
 	if (mv->irqfds_off) {
-		r = klu_journal_replay(&mv->vm->journal, mv->old_vm, mv->scratch,
-				       KLU_SCRATCH_ARG, KLU_REPLAY_IRQFDS_ON);
+		if (klu_fail_move_step == KLU_FAULT_IRQFDS_BACK)
+			r = -EIO;
+		else
+			r = klu_journal_replay(&mv->vm->journal, mv->old_vm, mv->scratch,
+					       KLU_SCRATCH_ARG, KLU_REPLAY_IRQFDS_ON);
 		if (r)
-			pr_err("VM %lu (pid %d): re-attaching its irqfds to the old core failed (%d): interrupts from them no longer reach the guest\n",
-			       mv->vm->id, mv->vm->pid, r);
+			klu_vm_kill(mv->vm, r, "its irqfds did not go back to the old VM");
 	}
 
 	for (i = mv->nr_files - 1; i >= 0; i--) {

@@ -120,6 +120,7 @@ struct klu_vm {
 	const void *kvm;			/* the core's struct kvm: never dereferenced */
 	bool has_device;			/* a KVM device may have handed kvm out */
 	bool moving;				/* vCPUs park in KVM_RUN until cleared */
+	bool dead;				/* state lost in a move: ioctls get EIO */
 	atomic_t stops;				/* vCPUs leaving the core while moving */
 	wait_queue_head_t wq;
 	/*

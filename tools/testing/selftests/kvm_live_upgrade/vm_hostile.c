@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * vm_hostile [-t mmap|pending|fdswap|caps|refuse|all|hwowner] [-n N]: what a buggy or
- * hostile VMM
- * does to its own files while its VM moves between two cores.  The VMM may hurt its
- * own VM; it must not hang, oops or corrupt the host, and its guest, if the VMM plays
- * by KVM's rules again, must compute right.  The VM has one vCPU whose guest does
- * port-I/O echo round trips (OUT a value, IN it back), and the host checks their sum.
+ * vm_hostile [-t mmap|pending|fdswap|caps|refuse|all|hwowner|irqlost] [-n N]: what a
+ * buggy or hostile VMM does to its own files while its VM moves between two
+ * cores.  The VMM may hurt its own VM; it must not hang, oops or corrupt the host,
+ * and its guest, if the VMM plays by KVM's rules again, must compute right.  The VM
+ * has one vCPU whose guest does port-I/O echo round trips (OUT a value, IN it back),
+ * and the host checks their sum.
  *
  *   mmap     two threads map the vCPU's kvm_run page and unmap it, in a loop, one of
  *            them reading it too, while the VM moves N times (default 50) with its
@@ -54,6 +54,13 @@
  *            (kvm_thin used to take the bit for its own and share it, and the last
  *            VM's end would have turned it off under its owner.)  Skips without the
  *            module.
+ *
+ *   irqlost  (only with -t: its VM ends up stopped) a move fails after the VM's irqfds
+ *            left it, and they cannot be attached to the old VM again
+ *            (fail_move_step=10).  The VM must fail every ioctl with EIO, say why in
+ *            movable, refuse a move, and go away when its files close.  (kvm_thin
+ *            used to log the loss and let the guest run on without those
+ *            interrupts.)
  *
  * Without -t, the first five (all), each with its default N.  Skips without kvm_thin
  * or with one core loaded.
@@ -595,6 +602,64 @@ static void test_refuse(unsigned int n, int nr)
 	/* vCPU 1 halts until the process ends. */
 }
 
+/* ---- irqlost ------------------------------------------------------------------ */
+
+/*
+ * A move that fails after the VM's irqfds left it, and whose irqfds then cannot be
+ * attached to the old VM again (fail_move_step=10): the guest would run on without
+ * the interrupts they carry.  The VM must be stopped instead, loudly: every ioctl of
+ * its files EIO, movable saying why; and it must still go away when its VMM closes it.
+ */
+static void test_irqlost(void)
+{
+	struct kvm_clock_data clock = {};
+	char a[64] = "", b[64] = "", buf[512], path[128];
+	struct klu_vm *v;
+	unsigned int i;
+	int id, efd, err;
+
+	v = klu_vm_new(KLU_DATA_GPA, 1, KLU_VM_IRQCHIP);
+	id = klu_thin_vm_id();
+	if (id < 0)
+		klu_fail("no VM of pid %d in " KLU_THIN "/vms", getpid());
+	klu_thin_pick_cores(id, a, b, sizeof(a));
+	efd = klu_vm_msi_irqfd(v, 1, KLU_VEC_MSI);
+	if (klu_write_file(FAIL_STEP, "10\n"))
+		klu_fail("cannot write " FAIL_STEP);
+	err = klu_thin_move(id, b);
+	klu_write_file(FAIL_STEP, "0\n");
+	klu_thin_vm_file(id, "last_move", buf, sizeof(buf));
+	if (err != EIO || strncmp(buf, "failed", 6))
+		klu_fail("the move with its irqfds lost: %s, want EIO; last_move: %s",
+			 err ? strerror(err) : "success", buf);
+	err = ioctl(v->vcpu_fd[0], KVM_RUN, 0) ? errno : 0;
+	if (err != EIO)
+		klu_fail("KVM_RUN of the VM whose irqfds were lost: %s, want EIO",
+			 err ? strerror(err) : "success");
+	err = ioctl(v->vm_fd, KVM_GET_CLOCK, &clock) ? errno : 0;
+	if (err != EIO)
+		klu_fail("KVM_GET_CLOCK of the VM whose irqfds were lost: %s, want EIO",
+			 err ? strerror(err) : "success");
+	klu_thin_vm_file(id, "movable", buf, sizeof(buf));
+	if (strncmp(buf, "no: dead:", 9) || !strstr(buf, "irqfds"))
+		klu_fail("movable of the VM whose irqfds were lost: %s", buf);
+	err = klu_thin_move(id, b);
+	if (err != EOPNOTSUPP)
+		klu_fail("a move of the dead VM: %s, want EOPNOTSUPP",
+			 err ? strerror(err) : "success");
+	printf("# VM %d: KVM_RUN and KVM_GET_CLOCK fail with EIO; movable: %s\n", id, buf);
+	close(efd);
+	klu_vm_destroy(v);
+	/* Its files closed, the VM leaves the registry (a bound against a leak only). */
+	snprintf(path, sizeof(path), KLU_THIN "/vms/%d", id);
+	for (i = 0; i < 30000 && !access(path, F_OK); i++)
+		usleep(1000);
+	if (!access(path, F_OK))
+		klu_fail("%s is still there 30 s after the VMM closed the dead VM", path);
+	printf("ok 1 - irqlost: a failed move that lost the VM's irqfds stopped the VM %s\n",
+	       "(EIO), which went away with its files");
+}
+
 #define HW_OWNER_HELD	"/sys/module/klu_hw_owner/parameters/held"
 
 static int hw_held(void)
@@ -653,9 +718,10 @@ int main(int argc, char **argv)
 	all = test && !strcmp(test, "all");
 	if (!test || (!all && strcmp(test, "mmap") && strcmp(test, "pending") &&
 		      strcmp(test, "fdswap") && strcmp(test, "caps") &&
-		      strcmp(test, "refuse") && strcmp(test, "hwowner"))) {
+		      strcmp(test, "refuse") && strcmp(test, "hwowner") &&
+		      strcmp(test, "irqlost"))) {
 		fprintf(stderr,
-			"usage: %s [-t mmap|pending|fdswap|caps|refuse|all|hwowner] [-n N]\n",
+			"usage: %s [-t mmap|pending|fdswap|caps|refuse|all|hwowner|irqlost] [-n N]\n",
 			argv[0]);
 		return KSFT_FAIL;
 	}
@@ -666,6 +732,10 @@ int main(int argc, char **argv)
 		return KSFT_PASS;
 	}
 	klu_thin_need_move();
+	if (!strcmp(test, "irqlost")) {
+		test_irqlost();
+		return KSFT_PASS;
+	}
 	vm = klu_vm_create(KLU_DATA_GPA, 1);
 	vm_id = klu_thin_vm_id();
 	if (vm_id < 0)
@@ -678,6 +748,14 @@ int main(int argc, char **argv)
 		test_pending(n ?: 10, all ? 2 : 1);
 	if (all || !strcmp(test, "fdswap"))
 		test_fdswap(n ?: 64, all ? 3 : 1);
+	if (all) {
+		/* fdswap may have left its VM unmovable: caps starts from a new one */
+		klu_vm_destroy(vm);
+		vm = klu_vm_create(KLU_DATA_GPA, 1);
+		vm_id = klu_thin_vm_id();
+		if (vm_id < 0)
+			klu_fail("no new VM of pid %d in " KLU_THIN "/vms", getpid());
+	}
 	if (all || !strcmp(test, "caps"))
 		test_caps(n ?: 1000000, all ? 4 : 1);	/* last on this VM: it is unmovable */
 	klu_vm_destroy(vm);
