@@ -370,6 +370,7 @@ static long klu_file_call(struct file *filp, unsigned int ioctl, unsigned long a
 {
 	struct klu_file *kf = filp->private_data;
 	struct klu_vm *vm = kf->vm;
+	struct klu_record *rec;
 	struct file *core = NULL;
 	s64 dev_flags = -1;
 	bool probe;
@@ -383,11 +384,16 @@ static long klu_file_call(struct file *filp, unsigned int ioctl, unsigned long a
 		if (!get_user(f, &((struct kvm_create_device __user *)arg)->flags))
 			dev_flags = f;
 	}
-	if (down_read_killable(&vm->lock))
+	/* The journal's copy of the argument is read before the core reads its own. */
+	rec = klu_journal_take(kf, ioctl, arg);
+	if (down_read_killable(&vm->lock)) {
+		klu_journal_untake(rec);
 		return -EINTR;
+	}
 	/* As KVM does for a VM it found broken (KVM_BUG_ON): every ioctl fails. */
 	if (READ_ONCE(vm->dead)) {
 		up_read(&vm->lock);
+		klu_journal_untake(rec);
 		return -EIO;
 	}
 	/*
@@ -410,7 +416,9 @@ static long klu_file_call(struct file *filp, unsigned int ioctl, unsigned long a
 	probe = kf->kind == KLU_FILE_VM && ioctl == KVM_CREATE_DEVICE && r >= 0 &&
 		klu_device_probe(vm, arg, dev_flags);
 	if (r >= 0 && !probe)
-		klu_journal_note(kf, ioctl, arg);
+		klu_journal_note(kf, ioctl, arg, rec);
+	else
+		klu_journal_untake(rec);
 	if (ioctl == KVM_GET_STATS_FD && r >= 0 && kf->kind != KLU_FILE_DEVICE)
 		r = klu_stats_wrap(kf, filp, r);
 	if (kf->kind == KLU_FILE_VM) {

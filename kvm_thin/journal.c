@@ -15,6 +15,7 @@
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/cred.h>
 #include <linux/eventfd.h>
 #include <linux/fdtable.h>
 #include <linux/file.h>
@@ -40,6 +41,7 @@ struct klu_record {
 	unsigned int ioctl;
 	unsigned long value;		/* the argument, for ioctls that take a value */
 	struct file *files[2];		/* eventfds the argument names by number */
+	const struct cred *cred;	/* the caller's: the replay has its rights */
 	u32 size;			/* of data[], the argument as passed */
 	u8 data[];
 };
@@ -212,6 +214,8 @@ bool klu_journal_is_state(unsigned int ioctl)
 
 static void klu_record_free(struct klu_record *rec)
 {
+	if (rec->cred)
+		put_cred(rec->cred);
 	if (rec->files[0])
 		fput(rec->files[0]);
 	if (rec->files[1])
@@ -262,7 +266,32 @@ static long klu_arg_size(unsigned int ioctl, void __user *uarg)
 	return _IOC_SIZE(ioctl);
 }
 
-/* An MSR filter's bitmaps are behind pointers: keep them after the struct. */
+/*
+ * The count that sized @rec's argument was read on its own, before the argument: the
+ * copy must hold the same one, or a replay would read past the record.
+ */
+static bool klu_arg_count_holds(struct klu_record *rec)
+{
+	switch (rec->ioctl) {
+	case KVM_SET_GSI_ROUTING:
+		return struct_size((struct kvm_irq_routing *)NULL, entries,
+				   ((struct kvm_irq_routing *)rec->data)->nr) == rec->size;
+	case KVM_SET_PMU_EVENT_FILTER: {
+		struct kvm_pmu_event_filter *f = (void *)rec->data;
+
+		return struct_size(f, events, f->nevents) == rec->size;
+	}
+	case KVM_SET_SIGNAL_MASK:
+		return struct_size((struct kvm_signal_mask *)NULL, sigset,
+				   ((struct kvm_signal_mask *)rec->data)->len) == rec->size;
+	}
+	return true;
+}
+
+/*
+ * An MSR filter's bitmaps are behind pointers: keep them after the struct.  Takes @rec:
+ * the deeper record, or an ERR_PTR with @rec freed.
+ */
 static struct klu_record *klu_record_msr_filter(struct klu_record *rec)
 {
 	struct kvm_msr_filter *f = (void *)rec->data;
@@ -272,19 +301,25 @@ static struct klu_record *klu_record_msr_filter(struct klu_record *rec)
 
 	for (i = 0; i < KVM_MSR_FILTER_MAX_RANGES; i++)
 		size += BITS_TO_LONGS(f->ranges[i].nmsrs) * sizeof(long);
-	if (size > KLU_MAX_ARG)
+	if (size > KLU_MAX_ARG) {
+		klu_record_free(rec);
 		return ERR_PTR(-E2BIG);
+	}
 	deep = krealloc(rec, struct_size(rec, data, size), GFP_KERNEL_ACCOUNT);
-	if (!deep)
+	if (!deep) {
+		klu_record_free(rec);
 		return ERR_PTR(-ENOMEM);
+	}
 	f = (void *)deep->data;
 	size = deep->size;
 	for (i = 0; i < KVM_MSR_FILTER_MAX_RANGES; i++) {
 		size_t n = BITS_TO_LONGS(f->ranges[i].nmsrs) * sizeof(long);
 
 		if (n && copy_from_user(deep->data + size,
-					(void __user *)f->ranges[i].bitmap, n))
+					(void __user *)f->ranges[i].bitmap, n)) {
+			klu_record_free(deep);
 			return ERR_PTR(-EFAULT);
+		}
 		size += n;
 	}
 	deep->size = size;
@@ -294,7 +329,7 @@ static struct klu_record *klu_record_msr_filter(struct klu_record *rec)
 static struct klu_record *klu_record_new(unsigned int ioctl, unsigned long arg)
 {
 	void __user *uarg = (void __user *)arg;
-	struct klu_record *rec, *deep;
+	struct klu_record *rec;
 	long size = klu_arg_size(ioctl, uarg);
 
 	if (size < 0)
@@ -306,20 +341,18 @@ static struct klu_record *klu_record_new(unsigned int ioctl, unsigned long arg)
 		return ERR_PTR(-ENOMEM);
 	rec->ioctl = ioctl;
 	rec->size = size;
-	if (!size)
+	rec->cred = get_current_cred();
+	if (!size) {
 		rec->value = arg;
-	else if (copy_from_user(rec->data, uarg, size))
-		goto fault;
-	if (ioctl == KVM_X86_SET_MSR_FILTER) {
-		deep = klu_record_msr_filter(rec);
-		if (IS_ERR(deep))
-			kfree(rec);
-		return deep;
+	} else if (copy_from_user(rec->data, uarg, size)) {
+		klu_record_free(rec);
+		return ERR_PTR(-EFAULT);
 	}
-	return rec;
-fault:
-	kfree(rec);
-	return ERR_PTR(-EFAULT);
+	if (!klu_arg_count_holds(rec)) {
+		klu_record_free(rec);
+		return ERR_PTR(-EINVAL);
+	}
+	return ioctl == KVM_X86_SET_MSR_FILTER ? klu_record_msr_filter(rec) : rec;
 }
 
 /* Drop every record of @journal that @match says @rec supersedes. */
@@ -387,8 +420,8 @@ static int klu_journal_slot(struct klu_vm *vm, struct klu_record *rec, bool *dro
 	struct klu_record *old;
 
 	/*
-	 * The core checked its own copy of the argument; this one was read again after
-	 * the call (see klu_record_new()), and dirty.c sizes bitmaps by it.
+	 * The core checked its own copy of the argument, not this one (the same bytes, or
+	 * the VM is unmovable: klu_journal_note()), and dirty.c sizes bitmaps by it.
 	 */
 	if (!PAGE_ALIGNED(m->memory_size) || m->memory_size >> PAGE_SHIFT > KLU_SLOT_PAGES_MAX)
 		return -EINVAL;
@@ -431,9 +464,9 @@ static int klu_record_files(struct klu_record *rec)
 			return -EFAULT;
 	}
 	/*
-	 * The fd numbers were read again after the core's call: each must still name what
-	 * the core took (an eventfd, a VFIO group), or the VMM swapped it, and its VM cannot
-	 * be recorded.  Nothing else is held, so no file can keep its own VM alive here.
+	 * Each fd number must name what the core takes (an eventfd, a VFIO group), or the
+	 * VMM swapped it, and its VM cannot be recorded.  Nothing else is held, so no file
+	 * can keep its own VM alive here.
 	 */
 	for (i = 0; i < 2; i++) {
 		if (fds[i] < 0) {
@@ -458,6 +491,17 @@ static void klu_set_unmovable(struct klu_vm *vm, const char *what, unsigned int 
 		return;
 	snprintf(vm->unmovable, sizeof(vm->unmovable), "no: %s ioctl 0x%x%s", what, ioctl,
 		 err ? " could not be recorded" : " cannot be replayed on another core");
+	pr_info("VM %lu (pid %d): unmovable from now on: %s\n", vm->id, vm->pid,
+		vm->unmovable);
+}
+
+/* The VMM changed @ioctl's argument while the core read it (klu_record_holds()). */
+static void klu_set_unmovable_arg(struct klu_vm *vm, unsigned int ioctl)
+{
+	if (vm->unmovable[0])
+		return;
+	snprintf(vm->unmovable, sizeof(vm->unmovable),
+		 "no: the argument of ioctl 0x%x changed while the core ran it", ioctl);
 	pr_info("VM %lu (pid %d): unmovable from now on: %s\n", vm->id, vm->pid,
 		vm->unmovable);
 }
@@ -502,49 +546,117 @@ static bool klu_cap_repeats(struct list_head *journal, struct klu_record *rec,
 	return last && last->size == rec->size && !memcmp(last->data, rec->data, rec->size);
 }
 
-/* The core accepted @ioctl(@arg) on @kf: keep what a move will need of it. */
-void klu_journal_note(struct klu_file *kf, unsigned int ioctl, unsigned long arg)
+static enum klu_keep klu_file_keep(struct klu_file *kf, unsigned int ioctl)
+{
+	switch (kf->kind) {
+	case KLU_FILE_VM:
+		return klu_vm_keep(ioctl);
+	case KLU_FILE_VCPU:
+		return klu_vcpu_keep(ioctl);
+	default:
+		return klu_device_keep(ioctl);
+	}
+}
+
+/*
+ * Before the core runs @ioctl(@arg) on @kf: the one copy of its argument that the
+ * journal will keep, with the files it names and the caller's credentials.  NULL if
+ * @ioctl is not journalled, an ERR_PTR if it cannot be (then, if the core accepts the
+ * call, the VM becomes unmovable), or the record, for klu_journal_note().
+ *
+ * The copy, and the fgets, come before the core's call and before files_lock: a fault
+ * there can take as long as the VMM likes (userfaultfd), and a move takes files_lock
+ * before it stops anything.
+ */
+struct klu_record *klu_journal_take(struct klu_file *kf, unsigned int ioctl,
+				    unsigned long arg)
+{
+	struct klu_record *rec;
+	enum klu_keep keep = klu_file_keep(kf, ioctl);
+	int r;
+
+	if (keep == KLU_KEEP_NONE)
+		return NULL;
+	if (keep == KLU_KEEP_REFUSE)
+		return ERR_PTR(-EOPNOTSUPP);
+	rec = klu_record_new(ioctl, arg);
+	if (IS_ERR(rec))
+		return rec;
+	r = klu_record_files(rec);
+	if (r) {
+		klu_record_free(rec);
+		return ERR_PTR(r);
+	}
+	return rec;
+}
+
+void klu_journal_untake(struct klu_record *rec)
+{
+	if (!IS_ERR_OR_NULL(rec))
+		klu_record_free(rec);
+}
+
+/*
+ * Does the VMM's memory still hold, after the core's call, what @rec took before it?
+ * A VMM that changed an argument while the core read it (another thread, or a
+ * userfaultfd that answers the core's fault) has the core configured by bytes that
+ * kvm_thin cannot know: neither copy may be replayed.  An eventfd swapped under the
+ * same fd number counts as a change.  0 if it holds, -EAGAIN if not, or why it could
+ * not be read again.
+ */
+static int klu_record_holds(struct klu_record *rec, unsigned long arg)
+{
+	struct klu_record *now = klu_record_new(rec->ioctl, arg);
+	int r;
+
+	if (IS_ERR(now))
+		return PTR_ERR(now);
+	r = klu_record_files(now);
+	if (!r && (now->size != rec->size || now->value != rec->value ||
+		   memcmp(now->data, rec->data, rec->size) ||
+		   now->files[0] != rec->files[0] || now->files[1] != rec->files[1]))
+		r = -EAGAIN;
+	klu_record_free(now);
+	return r;
+}
+
+/*
+ * The core accepted @ioctl(@arg) on @kf, whose argument klu_journal_take() copied
+ * before the call into @rec (which this consumes): keep what a move will need of it.
+ */
+void klu_journal_note(struct klu_file *kf, unsigned int ioctl, unsigned long arg,
+		      struct klu_record *rec)
 {
 	struct klu_vm *vm = kf->vm;
 	struct list_head *journal;
-	struct klu_record *rec = NULL;
 	bool drop_dirty = false;
 	unsigned int nr_caps;
 	enum klu_keep keep;
 	u32 slot = 0;
 	int r = 0;
 
-	switch (kf->kind) {
-	case KLU_FILE_VM:
-		keep = klu_vm_keep(ioctl);
-		journal = &vm->journal;
-		break;
-	case KLU_FILE_VCPU:
-		keep = klu_vcpu_keep(ioctl);
-		journal = &kf->journal;
-		break;
-	default:
-		keep = klu_device_keep(ioctl);
-		journal = &kf->journal;
-		break;
-	}
-	if (keep == KLU_KEEP_NONE)
+	if (!rec)
 		return;
-	/*
-	 * The copy from the VMM's memory, and the fgets, come before files_lock: a fault
-	 * there can take as long as the VMM likes (userfaultfd), and a move takes
-	 * files_lock before it stops anything.
-	 */
-	if (keep != KLU_KEEP_REFUSE) {
-		rec = klu_record_new(ioctl, arg);
-		r = IS_ERR(rec) ? PTR_ERR(rec) : klu_record_files(rec);
-		if (r && !IS_ERR(rec))
+	keep = klu_file_keep(kf, ioctl);
+	journal = kf->kind == KLU_FILE_VM ? &vm->journal : &kf->journal;
+	if (IS_ERR(rec)) {
+		r = PTR_ERR(rec);
+		rec = NULL;
+	} else {
+		r = klu_record_holds(rec, arg);
+		if (r) {
 			klu_record_free(rec);
+			rec = NULL;
+		}
 	}
 	mutex_lock(&vm->files_lock);
 	if (keep == KLU_KEEP_REFUSE) {
 		klu_set_unmovable(vm, kf->kind == KLU_FILE_DEVICE ? "device" :
 				  kf->kind == KLU_FILE_VM ? "VM" : "vCPU", ioctl, 0);
+		goto out;
+	}
+	if (r == -EAGAIN) {
+		klu_set_unmovable_arg(vm, ioctl);
 		goto out;
 	}
 	if (r) {
@@ -746,8 +858,15 @@ int klu_journal_replay(struct list_head *journal, struct file *core, void __user
 		if (rec->size > scratch_size)
 			return -E2BIG;
 		arg = klu_record_stage(rec, scratch, fds, what);
-		r = arg < 0 && rec->size ? arg :
-		    core->f_op->unlocked_ioctl(core, rec->ioctl, arg);
+		if (arg < 0 && rec->size) {
+			r = arg;
+		} else {
+			/* With the rights of the call it repeats, not the mover's. */
+			const struct cred *was = override_creds(rec->cred);
+
+			r = core->f_op->unlocked_ioctl(core, rec->ioctl, arg);
+			revert_creds(was);
+		}
 		if (fds[0] >= 0)
 			close_fd(fds[0]);
 		if (fds[1] >= 0)

@@ -165,7 +165,12 @@ void klu_close_later(struct klu_vm *vm, struct file **files, int n);
 int klu_vms_for_each(int (*fn)(struct klu_vm *vm, void *data), void *data);
 
 /* journal.c: what the VMM configured, for a move to replay. */
-void klu_journal_note(struct klu_file *kf, unsigned int ioctl, unsigned long arg);
+struct klu_record;
+struct klu_record *klu_journal_take(struct klu_file *kf, unsigned int ioctl,
+				    unsigned long arg);
+void klu_journal_untake(struct klu_record *rec);
+void klu_journal_note(struct klu_file *kf, unsigned int ioctl, unsigned long arg,
+		      struct klu_record *rec);
 void klu_journal_refuse(struct klu_vm *vm, const char *why);
 void klu_journal_free(struct list_head *journal);
 /* What klu_journal_replay() replays. */

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * vm_hostile [-t mmap|pending|fdswap|caps|refuse|all|hwowner|irqlost] [-n N]: what a
+ * vm_hostile [-t mmap|pending|fdswap|caps|refuse|all|hwowner|argflip|irqlost] [-n N]: what a
  * buggy or hostile VMM does to its own files while its VM moves between two
  * cores.  The VMM may hurt its own VM; it must not hang, oops or corrupt the host,
  * and its guest, if the VMM plays by KVM's rules again, must compute right.  The VM
@@ -55,6 +55,17 @@
  *            VM's end would have turned it off under its owner.)  Skips without the
  *            module.
  *
+ *   argflip  (only with -t: its VM ends up unmovable) the VMM changes the argument of
+ *            a KVM_ENABLE_CAP(KVM_CAP_HALT_POLL) while it is read: the argument
+ *            straddles two pages, the second one missing and registered with a
+ *            userfaultfd, whose handler changes the first page's halt-polling time
+ *            (1000 ns to 2000 ns) before it fills the second.  Whoever reads the
+ *            argument first gets 1000, whoever reads it next 2000.  The call must
+ *            succeed, the VM must say that the argument changed while the core ran it
+ *            and be refused a move, and its guest must compute right.  (kvm_thin used
+ *            to read the argument for its journal again after the core's call, and to
+ *            replay that second copy, which the core never checked, on the next core,
+ *            with the mover's credentials.)
  *   irqlost  (only with -t: its VM ends up stopped) a move fails after the VM's irqfds
  *            left it, and they cannot be attached to the old VM again
  *            (fail_move_step=10).  The VM must fail every ioctl with EIO, say why in
@@ -78,7 +89,9 @@
 #include <sys/ioctl.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+#include <linux/userfaultfd.h>
 
 #include "klu_thin.h"
 #include "klu_vm.h"
@@ -423,6 +436,100 @@ static void test_caps(unsigned int n, int nr)
 	       nr, n, "then 300 different ones and a refused move", buf);
 }
 
+/* ---- argflip ------------------------------------------------------------------ */
+
+struct flip {
+	int uffd;
+	char *page2;			/* the missing page, the argument's tail */
+	struct kvm_enable_cap *cap;	/* straddles the two pages */
+	int faults;
+};
+
+/* The first fault on the tail: change the head (the value), then fill the tail. */
+static void *flipper(void *arg)
+{
+	struct flip *f = arg;
+	struct uffd_msg msg;
+	struct uffdio_copy copy;
+	static char zero[4096] __attribute__((aligned(4096)));
+
+	if (read(f->uffd, &msg, sizeof(msg)) != sizeof(msg))
+		klu_fail("read of the userfaultfd: %s", strerror(errno));
+	if (msg.event != UFFD_EVENT_PAGEFAULT)
+		klu_fail("userfaultfd event %u, not a page fault", msg.event);
+	KLU_WRITE(f->cap->args[0], 2000);
+	KLU_WRITE(f->faults, 1);
+	copy = (struct uffdio_copy) {
+		.dst = (unsigned long)f->page2,
+		.src = (unsigned long)zero,
+		.len = sizeof(zero),
+	};
+	if (ioctl(f->uffd, UFFDIO_COPY, &copy))
+		klu_fail("UFFDIO_COPY: %s", strerror(errno));
+	return NULL;
+}
+
+static void test_argflip(void)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	struct uffdio_api api = { .api = UFFD_API };
+	struct uffdio_register reg = {};
+	struct flip f = {};
+	pthread_t t;
+	char buf[512];
+	char *mem;
+	int err;
+
+	if (ioctl(vm->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_HALT_POLL) <= 0)
+		klu_skip("argflip: no KVM_CAP_HALT_POLL");
+	f.uffd = syscall(__NR_userfaultfd, O_CLOEXEC);
+	if (f.uffd < 0)
+		klu_skip("argflip: no userfaultfd: %s", strerror(errno));
+	if (ioctl(f.uffd, UFFDIO_API, &api))
+		klu_fail("UFFDIO_API: %s", strerror(errno));
+	mem = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (mem == MAP_FAILED)
+		klu_fail("mmap: %s", strerror(errno));
+	f.page2 = mem + page;
+	/* cap, flags and args[0] on the first page; args[1] on are in the missing one */
+	f.cap = (void *)(f.page2 - offsetof(struct kvm_enable_cap, args[1]));
+	/* field by field: the tail must stay missing until the fault */
+	f.cap->cap = KVM_CAP_HALT_POLL;
+	f.cap->flags = 0;
+	f.cap->args[0] = 1000;
+	reg.range.start = (unsigned long)f.page2;
+	reg.range.len = page;
+	reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+	if (ioctl(f.uffd, UFFDIO_REGISTER, &reg))
+		klu_fail("UFFDIO_REGISTER: %s", strerror(errno));
+	if (pthread_create(&t, NULL, flipper, &f))
+		klu_fail("pthread_create");
+	err = ioctl(vm->vm_fd, KVM_ENABLE_CAP, f.cap) ? errno : 0;
+	if (!KLU_READ(f.faults)) {	/* the call never read the tail */
+		pthread_cancel(t);
+		pthread_join(t, NULL);
+		klu_fail("KVM_ENABLE_CAP (%s) did not fault on its argument's missing page",
+			 err ? strerror(err) : "success");
+	}
+	pthread_join(t, NULL);
+	if (err)
+		klu_fail("KVM_ENABLE_CAP(KVM_CAP_HALT_POLL) with its value changed under it: %s",
+			 strerror(err));
+	klu_thin_vm_file(vm_id, "movable", buf, sizeof(buf));
+	if (strncmp(buf, "no", 2) || !strstr(buf, "changed while the core ran it"))
+		klu_fail("after an argument that changed while it was read, movable says: %s",
+			 buf);
+	err = klu_thin_move(vm_id, core_b);
+	if (err != EOPNOTSUPP)
+		klu_fail("a move of the VM: %s, want EOPNOTSUPP", err ? strerror(err) : "success");
+	echo_round("after the refusal");
+	printf("# movable: %s\n", buf);
+	printf("ok 1 - argflip: an argument changed while it was read (%d fault) is kept by %s\n",
+	       f.faults, "no journal: the VM is unmovable, its move refused, its guest right");
+	munmap(mem, 2 * page);
+	close(f.uffd);
+}
+
 /* ---- refuse ------------------------------------------------------------------- */
 
 #define FAIL_STEP	"/sys/module/kvm_thin/parameters/fail_move_step"
@@ -719,9 +826,9 @@ int main(int argc, char **argv)
 	if (!test || (!all && strcmp(test, "mmap") && strcmp(test, "pending") &&
 		      strcmp(test, "fdswap") && strcmp(test, "caps") &&
 		      strcmp(test, "refuse") && strcmp(test, "hwowner") &&
-		      strcmp(test, "irqlost"))) {
+		      strcmp(test, "argflip") && strcmp(test, "irqlost"))) {
 		fprintf(stderr,
-			"usage: %s [-t mmap|pending|fdswap|caps|refuse|all|hwowner|irqlost] [-n N]\n",
+			"usage: %s [-t mmap|pending|fdswap|caps|refuse|all|hwowner|argflip|irqlost] [-n N]\n",
 			argv[0]);
 		return KSFT_FAIL;
 	}
@@ -742,6 +849,10 @@ int main(int argc, char **argv)
 		klu_fail("no VM of pid %d in " KLU_THIN "/vms", getpid());
 	klu_thin_pick_cores(vm_id, core_a, core_b, sizeof(core_a));
 	printf("# VM %d moves between %s and %s\n", vm_id, core_a, core_b);
+	if (!strcmp(test, "argflip")) {
+		test_argflip();
+		return KSFT_PASS;
+	}
 	if (all || !strcmp(test, "mmap"))
 		test_mmap(n ?: 50, 1);
 	if (all || !strcmp(test, "pending"))

@@ -2,14 +2,21 @@
 /*
  * klu_nmi_kick: the QEMU test bed's answer to the NMI its harness (beds/run) sends
  * when the emulated host has been silent for a while and its local APIC holds an
- * interrupt that the CPU does not take.  QEMU 7.2's TCG sometimes does not leave a
- * nested guest for such an interrupt, although KVM intercepts it; the NMI does get the
- * CPU out.  If the NMI found the CPU in svm_vcpu_run (or vmx_vcpu_run), where an NMI
- * that ended a guest is taken, it is handled here, with a line that says so, and the
- * host goes on: it takes its interrupt right after.  Anywhere else it is left to the
- * kernel, whose unknown_nmi_panic then shows where the host hung.
+ * interrupt that the CPU does not take.  QEMU 7.2's TCG sometimes loses track of such
+ * an interrupt: inside a nested guest (it does not leave the guest, although KVM
+ * intercepts INTR), and in the host's own idle loop (it halts with IF set and the
+ * interrupt requested).  An NMI is handled here, with a line that says so, in two
+ * cases only, both of which a real CPU cannot be in:
  *
- * A test module of the beds only: a real CPU always leaves the guest.
+ *  - it found the CPU in svm_vcpu_run (or vmx_vcpu_run), where an NMI that ended a
+ *    guest is taken: the NMI got the CPU out of the guest, and the host takes its
+ *    interrupt right after;
+ *  - it found the CPU with interrupts enabled while the local APIC requests a vector
+ *    above the processor priority: the task priority is written again (with its own
+ *    value), which makes the emulated APIC evaluate its requests again.
+ *
+ * Anywhere else it is left to the kernel, whose unknown_nmi_panic then shows where the
+ * host hung.  A test module of the beds only.
  *
  * Copyright (C) 2026 The kvm-live-upgrade authors.
  */
@@ -19,6 +26,7 @@
 #include <linux/kallsyms.h>
 #include <linux/module.h>
 #include <linux/string.h>
+#include <asm/apic.h>
 #include <asm/nmi.h>
 
 static atomic_t klu_kicks = ATOMIC_INIT(0);
@@ -31,15 +39,42 @@ static bool klu_is(const char *sym, const char *fn)
 	return !strncmp(sym, fn, n) && (sym[n] == ' ' || !sym[n]);
 }
 
+/* The highest vector the local APIC requests (IRR), or -1. */
+static int klu_irr_top(void)
+{
+	int i;
+
+	for (i = 7; i >= 0; i--) {
+		u32 v = apic_read(APIC_IRR + i * 0x10);
+
+		if (v)
+			return i * 32 + fls(v) - 1;
+	}
+	return -1;
+}
+
 static int klu_nmi_kick(unsigned int type, struct pt_regs *regs)
 {
 	char sym[KSYM_SYMBOL_LEN];
+	u32 ppr, tpr;
+	int irr;
 
 	sprint_symbol_no_offset(sym, instruction_pointer(regs));
-	if (!klu_is(sym, "svm_vcpu_run") && !klu_is(sym, "vmx_vcpu_run"))
+	if (klu_is(sym, "svm_vcpu_run") || klu_is(sym, "vmx_vcpu_run")) {
+		pr_notice("kick %d: the NMI found CPU %d in a guest (%s): out of it, the host goes on\n",
+			  atomic_inc_return(&klu_kicks), smp_processor_id(), sym);
+		return NMI_HANDLED;
+	}
+	if (!(regs->flags & X86_EFLAGS_IF) || !boot_cpu_has(X86_FEATURE_APIC))
 		return NMI_DONE;
-	pr_info("kick %d: the NMI found CPU %d in a guest (%s): out of it, the host goes on\n",
-		atomic_inc_return(&klu_kicks), smp_processor_id(), sym);
+	irr = klu_irr_top();
+	ppr = apic_read(APIC_PROCPRI) & 0xff;
+	if (irr < 0 || (irr >> 4) <= (ppr >> 4))
+		return NMI_DONE;
+	tpr = apic_read(APIC_TASKPRI) & 0xff;
+	apic_write(APIC_TASKPRI, tpr);
+	pr_notice("kick %d: the NMI found CPU %d with interrupts on (%s) and vector %d requested above PPR 0x%x: TPR 0x%x written again\n",
+		  atomic_inc_return(&klu_kicks), smp_processor_id(), sym, irr, ppr, tpr);
 	return NMI_HANDLED;
 }
 
@@ -55,5 +90,5 @@ static void __exit klu_nmi_kick_exit(void)
 
 module_init(klu_nmi_kick_init);
 module_exit(klu_nmi_kick_exit);
-MODULE_DESCRIPTION("QEMU test bed: an NMI that found the CPU in a guest is a kick, not a hang");
+MODULE_DESCRIPTION("QEMU test bed: an NMI that found an interrupt the emulated CPU did not take is a kick, not a hang");
 MODULE_LICENSE("GPL");
