@@ -35,6 +35,7 @@
 #include <linux/module.h>
 #include <linux/pci.h>
 #include <linux/poll.h>
+#include <linux/random.h>
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
@@ -66,7 +67,10 @@ struct vka_irq {
 	atomic64_t count;
 };
 
-/* An armed device's references; vka_device.lock protects it. */
+/*
+ * An armed device's references; vka_device.lock protects it.  The token is the
+ * driver's own (ARM makes it, each RECLAIM makes the next), and is zeroed with the keep.
+ */
 struct vka_keep {
 	u8 token[VFIO_KEEPALIVE_TOKEN_SIZE];
 	struct file *device;		/* the owner's VFIO device file */
@@ -369,7 +373,7 @@ static void vka_keep_free(struct vka_keep *keep)
 		return;
 	fput(keep->device);
 	ioka_destroy(keep->dma);
-	kfree(keep);
+	kfree_sensitive(keep);
 }
 
 static void vka_release_work(struct work_struct *work)
@@ -411,8 +415,10 @@ static long vka_arm(struct vka_device *vka, void __user *uarg)
 			vka_name(vka), arm.argsz, minsz, arm.flags);
 		return -EINVAL;
 	}
-	if (!crypto_memneq(arm.token, zero, sizeof(zero))) {
-		pr_info("%s: ARM: a token of zeros is refused\n", vka_name(vka));
+	/* Since API version 2 the token is the driver's: a caller's own is refused. */
+	if (crypto_memneq(arm.token, zero, sizeof(zero))) {
+		pr_info("%s: ARM: token must be zeros in: the driver makes it (API version %d)\n",
+			vka_name(vka), VFIO_KEEPALIVE_API_VERSION);
 		return -EINVAL;
 	}
 	if (arm.timeout_ms > max_timeout_ms) {
@@ -481,7 +487,9 @@ static long vka_arm(struct vka_device *vka, void __user *uarg)
 	arm.owner_fd = fd;
 	arm.irq_index = vka->core.irq_type == VFIO_PCI_NUM_IRQS ? VKA_NO_IRQ : vka->irq_index;
 	arm.nr_irqs = vka_nr_irqs(vka);
+	get_random_bytes(arm.token, sizeof(arm.token));
 	if (copy_to_user(uarg, &arm, minsz)) {
+		memzero_explicit(arm.token, sizeof(arm.token));
 		put_unused_fd(fd);
 		/* not the owner yet: its release sees no keep and changes nothing */
 		fput(owner);
@@ -489,6 +497,7 @@ static long vka_arm(struct vka_device *vka, void __user *uarg)
 		goto out_dma;
 	}
 	memcpy(keep->token, arm.token, sizeof(keep->token));
+	memzero_explicit(arm.token, sizeof(arm.token));
 	keep->device = devf;
 	keep->owner = owner;
 	keep->owner_pid = task_tgid_nr(current);
@@ -678,15 +687,20 @@ static long vka_reclaim(void __user *uarg)
 	}
 	mutex_lock(&vka->lock);
 	keep = vka->keep;
-	ret = -ENOENT;
-	if (!keep) {
-		pr_info_ratelimited("%s: RECLAIM by pid %d: the device is not kept\n",
+	/*
+	 * Whether a device is kept is told only to who may reclaim it: its group's access
+	 * is known only while it is kept, so of a device that is not, only CAP_SYS_ADMIN
+	 * learns so (ENOENT); everyone else gets EPERM, as for a kept one.
+	 */
+	ret = -EPERM;
+	if (keep ? !ioka_may_reclaim(keep->dma) : !capable(CAP_SYS_ADMIN)) {
+		pr_warn_ratelimited("%s: RECLAIM by pid %d refused: needs CAP_SYS_ADMIN or access to the device's VFIO group\n",
 				    vka_name(vka), task_tgid_nr(current));
 		goto out;
 	}
-	ret = -EPERM;
-	if (!ioka_may_reclaim(keep->dma)) {
-		pr_warn_ratelimited("%s: RECLAIM by pid %d refused: needs CAP_SYS_ADMIN or access to the device's VFIO group\n",
+	ret = -ENOENT;
+	if (!keep) {
+		pr_info_ratelimited("%s: RECLAIM by pid %d: the device is not kept\n",
 				    vka_name(vka), task_tgid_nr(current));
 		goto out;
 	}
@@ -719,8 +733,15 @@ static long vka_reclaim(void __user *uarg)
 	}
 	r.owner_fd = owner_fd;
 	ret = vka_reclaim_out(vka, &r, f);
-	if (!ret && copy_to_user(uarg, &r, minsz))
-		ret = -EFAULT;
+	if (!ret) {
+		/* the next token: the one presented is spent (zeros once disarmed) */
+		if (r.flags & VFIO_KEEPALIVE_RECLAIM_DISARM)
+			memset(r.token, 0, sizeof(r.token));
+		else
+			get_random_bytes(r.token, sizeof(r.token));
+		if (copy_to_user(uarg, &r, minsz))
+			ret = -EFAULT;
+	}
 	if (ret) {
 		if (ret == -ENOSPC && copy_to_user(uarg, &r, minsz))
 			ret = -EFAULT;
@@ -736,6 +757,7 @@ static long vka_reclaim(void __user *uarg)
 	if (r.flags & VFIO_KEEPALIVE_RECLAIM_DISARM) {
 		drop = vka_keep_take(vka);
 	} else {
+		memcpy(keep->token, r.token, sizeof(keep->token));
 		keep->owner = owner;
 		keep->owner_pid = task_tgid_nr(current);
 	}
@@ -756,6 +778,7 @@ out:
 		fput(owner);
 	vka_keep_free(drop);
 	kfree(f);
+	memzero_explicit(r.token, sizeof(r.token));
 	return ret;
 }
 

@@ -4,13 +4,15 @@
  * process that owns it is replaced.
  *
  * A device bound to the vfio-pci variant driver "vfio-keepalive" behaves like one
- * bound to vfio-pci.  Its owner may arm keepalive on the VFIO device file with a token
- * it chooses (VFIO_KEEPALIVE_ARM).  From then on, when the owner closes the owner file
- * that ARM returned (or dies), the device is not closed: it is not reset, bus mastering
+ * bound to vfio-pci.  Its owner may arm keepalive on the VFIO device file
+ * (VFIO_KEEPALIVE_ARM), which gives it a token that the driver made.  From then on,
+ * when the owner closes the owner file that ARM returned (or dies), the device is not
+ * closed: it is not reset, bus mastering
  * stays on, its MSI/MSI-X vectors stay allocated with their eventfds connected, and its
  * IOMMU domain and DMA mappings stay in place (iommu_keepalive).  A new owner presents
  * the token to /dev/vfio-keepalive (VFIO_KEEPALIVE_RECLAIM) and gets the device, group,
- * container, interrupt eventfds and DMA memory files back as new file descriptors.
+ * container, interrupt eventfds and DMA memory files back as new file descriptors,
+ * and the next token: each token reclaims once.
  *
  * Every structure starts with argsz (the size the caller passes) and flags.  Unknown
  * flags are refused with EINVAL.  See Documentation/vfio-keepalive.rst.
@@ -21,7 +23,7 @@
 #include <linux/types.h>
 #include <linux/ioctl.h>
 
-#define VFIO_KEEPALIVE_API_VERSION	1
+#define VFIO_KEEPALIVE_API_VERSION	2	/* 2: the driver makes the token */
 
 /* ioctl type of the commands below; like VFIO's, they carry argsz instead of a size */
 #define VFIO_KEEPALIVE_TYPE		0xB9
@@ -69,14 +71,16 @@ struct vfio_keepalive_range {
  * this device, normally the one the ioctl is made on) and the DMA ranges to keep
  * (memfd, offset and flags 0).  The device's interrupts
  * must be MSI or MSI-X, or none: INTx cannot be kept (EOPNOTSUPP).  owner_fd is a new
- * file descriptor; the device has an owner for as long as that file is open.
- * Errors: EINVAL (bad argsz, flags, token of zeros, timeout, range), EBADF, EBUSY
+ * file descriptor; the device has an owner for as long as that file is open.  token is
+ * zeros in (since API version 2), and out the token that reclaims the device, 16
+ * bytes from the kernel's random number generator.
+ * Errors: EINVAL (bad argsz, flags, a token that is not zeros, timeout, range), EBADF, EBUSY
  * (already armed), EOPNOTSUPP (INTx, or a range that is not file-backed), E2BIG.
  */
 struct vfio_keepalive_arm {
 	__u32	argsz;
 	__u32	flags;			/* in: 0 */
-	__u8	token[VFIO_KEEPALIVE_TOKEN_SIZE];
+	__u8	token[VFIO_KEEPALIVE_TOKEN_SIZE];	/* in: zeros; out: the token */
 	__s32	device_fd;
 	__s32	group_fd;
 	__s32	container_fd;
@@ -109,16 +113,19 @@ struct vfio_keepalive_disarm {
  * device's /dev/vfio/<group> node.  On input nr_irqs and nr_ranges say how many
  * entries irq_fds/irq_counts and ranges have room for; on output, how many were
  * filled (on ENOSPC: how many are needed, and nothing was installed).
- * Unless VFIO_KEEPALIVE_RECLAIM_DISARM is set, the device stays armed with the same
- * token, and owner_fd is the new owner's.
- * Errors: ENOENT (no such device armed), EACCES (wrong token), EPERM, EBUSY (it still
- * has an owner), ENOSPC, EMFILE.
+ * Unless VFIO_KEEPALIVE_RECLAIM_DISARM is set, the device stays armed, owner_fd is the
+ * new owner's, and token out is the next token: the one presented no longer reclaims
+ * (with RECLAIM_DISARM token is zeros out).  On an error token is left as it was.
+ * Errors: ENOENT (no device of that name is bound to vfio-keepalive; or, to a caller
+ * with CAP_SYS_ADMIN, it is not armed), EPERM (neither CAP_SYS_ADMIN nor access to the
+ * device's group; a device that is not armed, without CAP_SYS_ADMIN), EACCES (wrong
+ * token), EBUSY (it still has an owner), ENOSPC, EMFILE.
  */
 struct vfio_keepalive_reclaim {
 	__u32	argsz;
 	__u32	flags;
 #define VFIO_KEEPALIVE_RECLAIM_DISARM	(1 << 0)
-	__u8	token[VFIO_KEEPALIVE_TOKEN_SIZE];
+	__u8	token[VFIO_KEEPALIVE_TOKEN_SIZE];	/* in: the token; out: the next */
 	char	device[VFIO_KEEPALIVE_NAME_SIZE];	/* in: the PCI device name */
 	__s32	device_fd;		/* out */
 	__s32	group_fd;		/* out */

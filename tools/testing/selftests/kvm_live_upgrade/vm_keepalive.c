@@ -452,17 +452,7 @@ static void restore_vcpu(struct ka_state *st)
 
 /* ---- phase A: the first VMM --------------------------------------------------------- */
 
-static void random_token(uint8_t *token)
-{
-	static const uint8_t zero[VFIO_KEEPALIVE_TOKEN_SIZE];
-	int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0 || read(fd, token, VFIO_KEEPALIVE_TOKEN_SIZE) != VFIO_KEEPALIVE_TOKEN_SIZE)
-		ka_fail("/dev/urandom: %s", strerror(errno));
-	close(fd);
-	if (!memcmp(token, zero, sizeof(zero)))
-		token[0] = 1;
-}
+static const uint8_t zero_token[VFIO_KEEPALIVE_TOKEN_SIZE];
 
 static void write_state(const char *path, const struct ka_state *st)
 {
@@ -531,18 +521,20 @@ static void __noreturn pause_and_hand_over(struct ka_state *st, uint64_t started
 		ka_fail("at the pause the guest counted %u MSIs, want %u", st->counts.msi,
 			MSI_BEFORE);
 
-	random_token(arm.token);
-	memcpy(st->token, arm.token, sizeof(st->token));
+	/* the token is the driver's: zeros in, the token out */
 	if (ioctl(edu.device, VFIO_KEEPALIVE_ARM, &arm) < 0)
 		ka_fail("VFIO_KEEPALIVE_ARM: %s", strerror(errno));
 	disarm_fd = edu.device;
+	if (!memcmp(arm.token, zero_token, sizeof(zero_token)))
+		ka_fail("ARM gave a token of zeros");
+	memcpy(st->token, arm.token, sizeof(st->token));
 	if (arm.irq_index != VFIO_PCI_MSI_IRQ_INDEX || arm.nr_irqs != 1)
 		ka_fail("ARM: irq_index %u with %u vectors, want MSI (%u) with 1", arm.irq_index,
 			arm.nr_irqs, VFIO_PCI_MSI_IRQ_INDEX);
 	flags = fcntl(arm.owner_fd, F_GETFD);
 	if (flags < 0 || !(flags & FD_CLOEXEC))
 		ka_fail("ARM's owner_fd is not close-on-exec (F_GETFD 0x%x)", flags);
-	printf("# armed: a token of %d random bytes, 1 DMA range, %u ms to reclaim\n",
+	printf("# armed: a token of %d bytes from the driver, 1 DMA range, %u ms to reclaim\n",
 	       VFIO_KEEPALIVE_TOKEN_SIZE, timeout_ms);
 
 	/*
@@ -699,6 +691,7 @@ static int phase_b(const char *path)
 		.nr_ranges = 4,
 		.ranges = (uintptr_t)ranges,
 	};
+	struct vfio_keepalive_reclaim again = { .argsz = sizeof(again) };
 	struct vfio_keepalive_disarm disarm = { .argsz = sizeof(disarm) };
 	int32_t irq_fds[4] = { -1, -1, -1, -1 };
 	uint64_t irq_counts[4] = { 0 }, resume_ns, start;
@@ -727,8 +720,19 @@ static int phase_b(const char *path)
 	if (ioctl(ka, VFIO_KEEPALIVE_RECLAIM, &r) < 0)
 		ka_fail("VFIO_KEEPALIVE_RECLAIM of %s: %s%s", st->pci, strerror(errno),
 			errno == ENOENT ? " (not kept: timed out, or released?)" : "");
-	close(ka);
 	disarm_fd = r.device_fd;
+	/* Each token reclaims once: RECLAIM gave the next, and the spent one is refused. */
+	if (!memcmp(r.token, st->token, sizeof(r.token)) ||
+	    !memcmp(r.token, zero_token, sizeof(zero_token)))
+		ka_fail("RECLAIM gave no new token (the same, or zeros)");
+	memcpy(again.token, st->token, sizeof(again.token));
+	snprintf(again.device, sizeof(again.device), "%s", st->pci);
+	errno = 0;
+	if (!ioctl(ka, VFIO_KEEPALIVE_RECLAIM, &again) || errno != EACCES)
+		ka_fail("a second RECLAIM with the spent token: %s, want EACCES",
+			errno ? strerror(errno) : "success");
+	close(ka);
+	printf("# RECLAIM gave the next token; the spent one is refused (EACCES)\n");
 	printf("# reclaimed %s after %llu ms without an owner: %u vector(s), %u range(s)\n",
 	       st->pci, ms(r.ownerless_ns), r.nr_irqs, r.nr_ranges);
 	if (r.owner_fd < 0)

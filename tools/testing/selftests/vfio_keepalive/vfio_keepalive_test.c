@@ -13,8 +13,12 @@
  *                    interrupts pending on the eventfd.  B re-owns the DMA mapping with
  *                    VFIO_DMA_{UN,}MAP_FLAG_VADDR, runs DMA and an MSI both ways, disarms
  *                    and closes; the device is then released the stock way.
- *   wrongtoken       RECLAIM error paths (EBUSY, EACCES, EPERM, ENOENT, ENOSPC), a token of
- *                    zeros at ARM (EINVAL), and RECLAIM with VFIO_KEEPALIVE_RECLAIM_DISARM.
+ *   wrongtoken       RECLAIM error paths (EBUSY, EACCES, EPERM, ENOENT, ENOSPC), a token
+ *                    of the caller's own at ARM (EINVAL: the driver makes it), the token
+ *                    a RECLAIM gives next (the spent one: EACCES), RECLAIM with
+ *                    VFIO_KEEPALIVE_RECLAIM_DISARM, and a device not kept, which an
+ *                    unprivileged caller must not tell from one it may not reclaim
+ *                    (EPERM; root: ENOENT).
  *   notoken          An owner that never armed dies: the device is closed as usual.
  *   timeout          Nobody reclaims within the ARM timeout: the device is released.
  *   intx             ARM is refused while INTx is on; INTx cannot be enabled while armed.
@@ -1086,9 +1090,14 @@ static bool dma_round_trip(struct vdev *v, unsigned int src_off, unsigned int ds
 
 /* ---- keepalive ---- */
 
-static int do_arm(struct vdev *v, const uint8_t *token, uint32_t timeout_ms,
-		  struct vfio_keepalive_arm *a)
+/*
+ * ARM with @token_in (zeros: the driver makes the token); on success the token ARM gave
+ * is at @token_out, if not NULL.
+ */
+static int do_arm_token(struct vdev *v, const uint8_t *token_in, uint8_t *token_out,
+			uint32_t timeout_ms, struct vfio_keepalive_arm *a)
 {
+	int ret;
 	struct vfio_keepalive_range rg = {
 		.iova = DMA_IOVA,
 		.size = DMA_SIZE,
@@ -1097,7 +1106,7 @@ static int do_arm(struct vdev *v, const uint8_t *token, uint32_t timeout_ms,
 
 	memset(a, 0, sizeof(*a));
 	a->argsz = sizeof(*a);
-	memcpy(a->token, token, VFIO_KEEPALIVE_TOKEN_SIZE);
+	memcpy(a->token, token_in, VFIO_KEEPALIVE_TOKEN_SIZE);
 	a->device_fd = v->device;
 	a->group_fd = v->group;
 	a->container_fd = v->container;
@@ -1105,7 +1114,24 @@ static int do_arm(struct vdev *v, const uint8_t *token, uint32_t timeout_ms,
 	a->nr_ranges = 1;
 	a->ranges = (uintptr_t)&rg;
 	a->owner_fd = -1;
-	return ioctl(v->device, VFIO_KEEPALIVE_ARM, a);
+	ret = ioctl(v->device, VFIO_KEEPALIVE_ARM, a);
+	if (!ret && token_out)
+		memcpy(token_out, a->token, VFIO_KEEPALIVE_TOKEN_SIZE);
+	return ret;
+}
+
+static const uint8_t zero_token[VFIO_KEEPALIVE_TOKEN_SIZE];
+
+/* ARM, the driver making the token, which lands at @token: it must not be zeros. */
+static int do_arm(struct vdev *v, uint8_t *token, uint32_t timeout_ms,
+		  struct vfio_keepalive_arm *a)
+{
+	int ret = do_arm_token(v, zero_token, token, timeout_ms, a);
+
+	if (!ret)
+		expect(memcmp(token, zero_token, VFIO_KEEPALIVE_TOKEN_SIZE),
+		       "ARM's token: expected 16 bytes from the driver, saw zeros");
+	return ret;
 }
 
 static bool check_arm_out(const struct vfio_keepalive_arm *a)
@@ -1300,7 +1326,7 @@ static bool check_reclaim_out(struct reclaimed *o, bool disarm, uint64_t irq_cou
 struct owner_opts {
 	uint32_t timeout_ms;
 	bool arm;		/* false: a plain owner (notoken) */
-	bool zero_token_check;	/* ARM with a token of zeros first: EINVAL */
+	bool own_token_check;	/* ARM with a token of its own first: EINVAL */
 	int go_fd;		/* >= 0: wait for a byte (or EOF) on it before dying */
 };
 
@@ -1313,7 +1339,7 @@ static void simple_owner(int msg_fd, const struct owner_opts *oo)
 {
 	struct owner_msg m = { .magic = MSG_MAGIC };
 	struct vfio_keepalive_arm a;
-	uint8_t zero[VFIO_KEEPALIVE_TOKEN_SIZE] = { 0 };
+	uint8_t own[VFIO_KEEPALIVE_TOKEN_SIZE];
 	char tok[2 * VFIO_KEEPALIVE_TOKEN_SIZE + 1];
 	bool armed = false;
 	struct vdev v;
@@ -1328,9 +1354,12 @@ static void simple_owner(int msg_fd, const struct owner_opts *oo)
 		goto fail;
 	note("host IRQ %d, count %llu", m.irq, (unsigned long long)m.irq_count);
 	if (oo->arm) {
-		if (oo->zero_token_check) {
-			ret = do_arm(&v, zero, oo->timeout_ms, &a);
-			if (!expect_err(ret, EINVAL, "ARM with a token of zeros")) {
+		if (oo->own_token_check) {
+			/* since API version 2 the token is the driver's */
+			if (!random_token(own))
+				goto fail;
+			ret = do_arm_token(&v, own, NULL, oo->timeout_ms, &a);
+			if (!expect_err(ret, EINVAL, "ARM with a token of the caller's own")) {
 				if (!ret)
 					do_disarm(&v);
 				if (!ret && a.owner_fd >= 0)
@@ -1338,8 +1367,6 @@ static void simple_owner(int msg_fd, const struct owner_opts *oo)
 				goto fail;
 			}
 		}
-		if (!random_token(m.token))
-			goto fail;
 		ret = do_arm(&v, m.token, oo->timeout_ms, &a);
 		if (!expect_ok(ret, "ARM"))
 			goto fail;
@@ -1511,8 +1538,6 @@ static void handover_owner(int msg_fd, bool by_exit)
 		  "vfio-msi[0](%s) in /proc/interrupts: expected a line", bdf))
 		goto fail;
 	note("host IRQ %d, count %llu", m.irq, (unsigned long long)m.irq_count);
-	if (!random_token(m.token))
-		goto fail;
 	if (!expect_ok(do_arm(&v, m.token, opt_timeout_ms, &a), "ARM"))
 		goto fail;
 	armed = true;
@@ -1715,9 +1740,10 @@ static int test_handover(const char *mode)
 
 /*
  * The right token is not enough: a process with neither CAP_SYS_ADMIN nor access to
- * the device's /dev/vfio/<group> (root's, 0600 here) gets EPERM.
+ * the device's /dev/vfio/<group> (root's, 0600 here) gets EPERM.  Nor may it learn
+ * whether a device is kept: of one that is not, it gets EPERM too (@what says which).
  */
-static void unprivileged_reclaim(const uint8_t *token)
+static void unprivileged_reclaim(const uint8_t *token, const char *what)
 {
 	pid_t pid = fork();
 	int st;
@@ -1732,8 +1758,7 @@ static void unprivileged_reclaim(const uint8_t *token)
 			expect(false, "dropping to uid/gid 65534: %s", strerror(errno));
 			_exit(KSFT_FAIL);
 		}
-		expect_reclaim_fails(bdf, token, EPERM,
-				     "RECLAIM with the right token by uid 65534, without CAP_SYS_ADMIN");
+		expect_reclaim_fails(bdf, token, EPERM, what);
 		_exit(failures ? KSFT_FAIL : KSFT_PASS);
 	}
 	st = wait_child(pid, CHILD_WAIT_MS);
@@ -1742,7 +1767,8 @@ static void unprivileged_reclaim(const uint8_t *token)
 
 static void wrongtoken_reclaimer(const struct owner_msg *m)
 {
-	uint8_t wrong[VFIO_KEEPALIVE_TOKEN_SIZE];
+	uint8_t wrong[VFIO_KEEPALIVE_TOKEN_SIZE], next[VFIO_KEEPALIVE_TOKEN_SIZE];
+	char tok[2 * VFIO_KEEPALIVE_TOKEN_SIZE + 1];
 	struct reclaimed o;
 	struct vdev v;
 	int ret;
@@ -1752,7 +1778,8 @@ static void wrongtoken_reclaimer(const struct owner_msg *m)
 	expect_reclaim_fails(bdf, wrong, EACCES, "RECLAIM with a wrong token (last bit flipped)");
 	expect_reclaim_fails("0000:ff:1f.7", m->token, ENOENT,
 			     "RECLAIM naming a device that is not armed (0000:ff:1f.7)");
-	unprivileged_reclaim(m->token);
+	unprivileged_reclaim(m->token,
+			     "RECLAIM with the right token by uid 65534, without CAP_SYS_ADMIN");
 	ret = do_reclaim(bdf, m->token, 0, 0, &o);
 	if (!ret) {
 		expect(false, "RECLAIM with no room: expected -1/ENOSPC, saw success");
@@ -1762,9 +1789,22 @@ static void wrongtoken_reclaimer(const struct owner_msg *m)
 		       "RECLAIM with no room: expected nr_irqs 1, nr_ranges 1 needed, saw %u, %u",
 		       o.r.nr_irqs, o.r.nr_ranges);
 	}
-	ret = do_reclaim(bdf, m->token, VFIO_KEEPALIVE_RECLAIM_DISARM, MAX_IRQS, &o);
-	if (!expect_ok(ret, "RECLAIM with the right token and RECLAIM_DISARM"))
+	/* Each token reclaims once: RECLAIM gives the next, and the spent one is refused. */
+	ret = do_reclaim(bdf, m->token, 0, MAX_IRQS, &o);
+	if (!expect_ok(ret, "RECLAIM with the right token"))
 		_exit(KSFT_FAIL);
+	memcpy(next, o.r.token, sizeof(next));
+	expect(memcmp(next, m->token, sizeof(next)) && memcmp(next, zero_token, sizeof(next)),
+	       "RECLAIM's next token: expected a new one, saw %s",
+	       token_str(next, tok));
+	expect_reclaim_fails(bdf, m->token, EACCES, "RECLAIM with the spent token, owned");
+	reclaimed_close(&o);		/* its owner file too: no owner again */
+	expect_reclaim_fails(bdf, m->token, EACCES, "RECLAIM with the spent token, ownerless");
+	ret = do_reclaim(bdf, next, VFIO_KEEPALIVE_RECLAIM_DISARM, MAX_IRQS, &o);
+	if (!expect_ok(ret, "RECLAIM with the next token and RECLAIM_DISARM"))
+		_exit(KSFT_FAIL);
+	expect(!memcmp(o.r.token, zero_token, sizeof(next)),
+	       "RECLAIM_DISARM's token out: expected zeros, saw %s", token_str(o.r.token, tok));
 	vdev_from_reclaimed(&v, &o);
 	/* A acked and drained its one raise before ARM: nothing came while ownerless. */
 	if (check_reclaim_out(&o, true, 0) && vdev_regions(&v)) {
@@ -1773,13 +1813,16 @@ static void wrongtoken_reclaimer(const struct owner_msg *m)
 	}
 	note("closing the device");
 	vdev_close(&v);
+	unprivileged_reclaim(next,
+			     "RECLAIM of a device not kept by uid 65534, without CAP_SYS_ADMIN");
+	expect_reclaim_fails(bdf, next, ENOENT, "RECLAIM of a device not kept, by root");
 	_exit(failures ? KSFT_FAIL : KSFT_PASS);
 }
 
 static int test_wrongtoken(void)
 {
 	struct owner_opts oo = { .timeout_ms = opt_timeout_ms, .arm = true,
-				 .zero_token_check = true };
+				 .own_token_check = true };
 	int ret, p[2], go[2], st;
 	struct owner_msg m;
 	pid_t pid;
