@@ -28,6 +28,7 @@
 #include <linux/file.h>
 #include <linux/kthread.h>
 #include <linux/kvm.h>
+#include <linux/memcontrol.h>
 #include <linux/mman.h>
 #include <linux/moduleparam.h>
 #include <linux/sched/mm.h>
@@ -1138,6 +1139,7 @@ static void klu_move_record(struct klu_move *mv, const char *from, u64 t_end)
 
 static int klu_move_thread(void *data)
 {
+	struct mem_cgroup *memcg, *was_memcg;
 	struct klu_move *mv = data;
 	struct klu_vm *vm = mv->vm;
 	char from[KLU_TAG_MAX];
@@ -1149,6 +1151,13 @@ static int klu_move_thread(void *data)
 		goto out;
 	}
 	kthread_use_mm(vm->mm);
+	/*
+	 * What the move allocates for the VM (the new VM and its vCPUs, memslot bitmaps,
+	 * the carried dirty bits) is charged, as KVM charges it for the VMM, to the VMM's
+	 * memory cgroup, not to the root one this thread runs in.
+	 */
+	memcg = get_mem_cgroup_from_mm(vm->mm);
+	was_memcg = set_active_memcg(memcg);
 	uaddr = vm_mmap(NULL, 0, KLU_SCRATCH_SIZE, PROT_READ | PROT_WRITE,
 			MAP_PRIVATE | MAP_ANONYMOUS, 0);
 	if (IS_ERR_VALUE(uaddr)) {
@@ -1220,6 +1229,8 @@ out_record:
 out_scratch:
 	vm_munmap(uaddr, KLU_SCRATCH_SIZE);
 out_mm:
+	set_active_memcg(was_memcg);
+	mem_cgroup_put(memcg);
 	kthread_unuse_mm(vm->mm);
 	mmput(vm->mm);
 out:

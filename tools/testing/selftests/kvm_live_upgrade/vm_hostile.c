@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * vm_hostile [-t mmap|pending|fdswap|caps|refuse|all|hwowner|argflip|irqlost] [-n N]: what a
+ * vm_hostile [-t mmap|pending|fdswap|caps|refuse|all|hwowner|argflip|memcg|irqlost] [-n N]: what a
  * buggy or hostile VMM does to its own files while its VM moves between two
  * cores.  The VMM may hurt its own VM; it must not hang, oops or corrupt the host,
  * and its guest, if the VMM plays by KVM's rules again, must compute right.  The VM
@@ -66,6 +66,14 @@
  *            to read the argument for its journal again after the core's call, and to
  *            replay that second copy, which the core never checked, on the next core,
  *            with the mover's credentials.)
+ *   memcg    (only with -t) the VMM runs in a memory cgroup of its own (cgroup v2,
+ *            mounted if need be) and its VM has a 32 GiB memory slot that logs dirty
+ *            pages, whose bitmap KVM allocates (2 MiB of vmalloc, charged to the
+ *            caller's cgroup).  After a move, the new VM's must be charged to the
+ *            VMM's cgroup too: its "vmalloc" in memory.stat must keep at least half
+ *            of what the VM added.  (The move thread used to build the new VM charged
+ *            to the root cgroup: a VMM's limit did not hold across an upgrade.)
+ *            Skips without a memory controller.
  *   irqlost  (only with -t: its VM ends up stopped) a move fails after the VM's irqfds
  *            left it, and they cannot be attached to the old VM again
  *            (fail_move_step=10).  The VM must fail every ioctl with EIO, say why in
@@ -89,6 +97,8 @@
 #include <sys/ioctl.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <linux/userfaultfd.h>
@@ -530,6 +540,98 @@ static void test_argflip(void)
 	close(f.uffd);
 }
 
+/* ---- memcg -------------------------------------------------------------------- */
+
+#define CG_ROOT		"/sys/fs/cgroup"
+#define MEMCG_SLOT	7
+#define MEMCG_SLOT_GPA	(64ull << 30)
+#define MEMCG_SLOT_SIZE	(32ull << 30)	/* a dirty bitmap of 2 x 1 MiB */
+
+/* The "vmalloc" bytes of memory.stat in @cg. */
+static long long cg_vmalloc(const char *cg)
+{
+	char path[256], line[256];
+	long long v = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/memory.stat", cg);
+	f = fopen(path, "r");
+	if (!f)
+		klu_fail("%s: %s", path, strerror(errno));
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "vmalloc %lld", &v) == 1)
+			break;
+	fclose(f);
+	if (v < 0)
+		klu_skip("memcg: no vmalloc line in %s", path);
+	return v;
+}
+
+static void test_memcg(void)
+{
+	struct kvm_userspace_memory_region slot = {
+		.slot = MEMCG_SLOT,
+		.flags = KVM_MEM_LOG_DIRTY_PAGES,
+		.guest_phys_addr = MEMCG_SLOT_GPA,
+		.memory_size = MEMCG_SLOT_SIZE,
+	};
+	char a[64] = "", b[64] = "", buf[512], cg[128], pid[32], path_buf[160];
+	long long v0, v1, v2;
+	struct klu_vm *v;
+	void *mem;
+	int id, err;
+
+	if (access(CG_ROOT "/cgroup.controllers", R_OK) &&
+	    mount("none", CG_ROOT, "cgroup2", 0, NULL))
+		klu_skip("memcg: no cgroup v2 at " CG_ROOT ": %s", strerror(errno));
+	if (!klu_read_line(CG_ROOT "/cgroup.controllers", buf, sizeof(buf)) ||
+	    !strstr(buf, "memory"))
+		klu_skip("memcg: no memory controller in " CG_ROOT "/cgroup.controllers");
+	if (klu_write_file(CG_ROOT "/cgroup.subtree_control", "+memory"))
+		klu_skip("memcg: cannot enable the memory controller for child cgroups");
+	snprintf(cg, sizeof(cg), CG_ROOT "/klu-memcg-%d", getpid());
+	if (mkdir(cg, 0755))
+		klu_fail("mkdir %s: %s", cg, strerror(errno));
+	snprintf(path_buf, sizeof(path_buf), "%s/cgroup.procs", cg);
+	snprintf(pid, sizeof(pid), "%d", getpid());
+	if (klu_write_file(path_buf, pid))
+		klu_fail("cannot move pid %s into %s", pid, cg);
+	v0 = cg_vmalloc(cg);
+	v = klu_vm_new(KLU_DATA_GPA, 1, 0);
+	id = klu_thin_vm_id();
+	if (id < 0)
+		klu_fail("no VM of pid %d in " KLU_THIN "/vms", getpid());
+	klu_thin_pick_cores(id, a, b, sizeof(a));
+	mem = mmap(NULL, MEMCG_SLOT_SIZE, PROT_NONE,
+		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (mem == MAP_FAILED)
+		klu_fail("mmap of %llu GiB: %s", MEMCG_SLOT_SIZE >> 30, strerror(errno));
+	slot.userspace_addr = (unsigned long)mem;
+	if (ioctl(v->vm_fd, KVM_SET_USER_MEMORY_REGION, &slot))
+		klu_fail("KVM_SET_USER_MEMORY_REGION of %llu GiB, logging dirty pages: %s",
+			 MEMCG_SLOT_SIZE >> 30, strerror(errno));
+	v1 = cg_vmalloc(cg);
+	if (v1 - v0 < (1 << 20))
+		klu_fail("the VM added %lld bytes of vmalloc to %s, want its 2 MiB dirty bitmap",
+			 v1 - v0, cg);
+	err = klu_thin_move(id, b);
+	if (err) {
+		klu_thin_vm_file(id, "last_move", buf, sizeof(buf));
+		klu_fail("moving VM %d to %s: %s; last_move: %s", id, b, strerror(err), buf);
+	}
+	v2 = cg_vmalloc(cg);
+	printf("# %s: vmalloc %lld bytes before the VM, %lld with it on %s, %lld after its move to %s\n",
+	       cg, v0, v1, a, v2, b);
+	if (v2 - v0 < (v1 - v0) / 2)
+		klu_fail("after the move the VMM's cgroup holds %lld bytes of the VM's %lld: %s",
+			 v2 - v0, v1 - v0, "the new VM was charged elsewhere");
+	klu_vm_destroy(v);
+	munmap(mem, MEMCG_SLOT_SIZE);
+	klu_write_file(CG_ROOT "/cgroup.procs", pid);
+	rmdir(cg);
+	printf("ok 1 - memcg: the moved VM is charged to its VMM's memory cgroup\n");
+}
+
 /* ---- refuse ------------------------------------------------------------------- */
 
 #define FAIL_STEP	"/sys/module/kvm_thin/parameters/fail_move_step"
@@ -826,9 +928,10 @@ int main(int argc, char **argv)
 	if (!test || (!all && strcmp(test, "mmap") && strcmp(test, "pending") &&
 		      strcmp(test, "fdswap") && strcmp(test, "caps") &&
 		      strcmp(test, "refuse") && strcmp(test, "hwowner") &&
-		      strcmp(test, "argflip") && strcmp(test, "irqlost"))) {
+		      strcmp(test, "argflip") && strcmp(test, "memcg") &&
+		      strcmp(test, "irqlost"))) {
 		fprintf(stderr,
-			"usage: %s [-t mmap|pending|fdswap|caps|refuse|all|hwowner|argflip|irqlost] [-n N]\n",
+			"usage: %s [-t mmap|pending|fdswap|caps|refuse|all|hwowner|argflip|memcg|irqlost] [-n N]\n",
 			argv[0]);
 		return KSFT_FAIL;
 	}
@@ -841,6 +944,10 @@ int main(int argc, char **argv)
 	klu_thin_need_move();
 	if (!strcmp(test, "irqlost")) {
 		test_irqlost();
+		return KSFT_PASS;
+	}
+	if (!strcmp(test, "memcg")) {
+		test_memcg();
 		return KSFT_PASS;
 	}
 	vm = klu_vm_create(KLU_DATA_GPA, 1);
