@@ -620,8 +620,8 @@ static void test_memcg(void)
 		klu_fail("moving VM %d to %s: %s; last_move: %s", id, b, strerror(err), buf);
 	}
 	v2 = cg_vmalloc(cg);
-	printf("# %s: vmalloc %lld bytes before the VM, %lld with it on %s, %lld after its move to %s\n",
-	       cg, v0, v1, a, v2, b);
+	printf("# %s: vmalloc %lld bytes before the VM, %lld with it on %s, %lld %s %s\n",
+	       cg, v0, v1, a, v2, "after its move to", b);
 	if (v2 - v0 < (v1 - v0) / 2)
 		klu_fail("after the move the VMM's cgroup holds %lld bytes of the VM's %lld: %s",
 			 v2 - v0, v1 - v0, "the new VM was charged elsewhere");
