@@ -43,10 +43,47 @@
 #define CREATE_TRACE_POINTS
 #include "trace.h"
 
+/*
+ * The test knobs (fail_move_step here, pi_handover_always in pi.c) take a value other
+ * than their default only when kvm_thin was loaded with fault_injection=1: a host in
+ * production, where nobody asked for them, cannot have its moves broken by a stray write.
+ */
+bool klu_fault_injection;
+module_param_named(fault_injection, klu_fault_injection, bool, 0444);
+MODULE_PARM_DESC(fault_injection,
+		 "let fail_move_step and pi_handover_always be set (tests; load time only)");
+
+/* @kp's test knob is set to @val, unless it is not its default and fault_injection is off. */
+int klu_test_knob_set(const char *val, const struct kernel_param *kp,
+		      int (*set)(const char *, const struct kernel_param *), bool is_default)
+{
+	if (!is_default && !klu_fault_injection) {
+		pr_warn("%s: refused: kvm_thin was loaded without fault_injection=1\n",
+			kp->name);
+		return -EPERM;
+	}
+	return set(val, kp);
+}
+
+static int klu_fail_step_set(const char *val, const struct kernel_param *kp)
+{
+	unsigned int step;
+
+	if (kstrtouint(val, 0, &step))
+		return -EINVAL;
+	return klu_test_knob_set(val, kp, param_set_uint, !step);
+}
+
+static const struct kernel_param_ops klu_fail_step_ops = {
+	.set = klu_fail_step_set,
+	.get = param_get_uint,
+};
+
 /* Fault injection: make step N of every move fail (0: none).  For the tests. */
 unsigned int klu_fail_move_step;
-module_param_named(fail_move_step, klu_fail_move_step, uint, 0644);
-MODULE_PARM_DESC(fail_move_step, "make this step of each live move fail (tests only)");
+module_param_cb(fail_move_step, &klu_fail_step_ops, &klu_fail_move_step, 0644);
+MODULE_PARM_DESC(fail_move_step,
+		 "make this step of each live move fail (tests; needs fault_injection=1)");
 
 static unsigned int klu_quiesce_ms = 2000;
 module_param_named(quiesce_ms, klu_quiesce_ms, uint, 0644);

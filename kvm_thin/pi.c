@@ -29,9 +29,24 @@
 #define KLU_PI_DESC_SIZE	64
 
 static bool klu_pi_always;
-module_param_named(pi_handover_always, klu_pi_always, bool, 0644);
+
+static int klu_pi_always_set(const char *val, const struct kernel_param *kp)
+{
+	bool on;
+
+	if (kstrtobool(val, &on))
+		return -EINVAL;
+	return klu_test_knob_set(val, kp, param_set_bool, !on);
+}
+
+static const struct kernel_param_ops klu_pi_always_ops = {
+	.set = klu_pi_always_set,
+	.get = param_get_bool,
+};
+
+module_param_cb(pi_handover_always, &klu_pi_always_ops, &klu_pi_always, 0644);
 MODULE_PARM_DESC(pi_handover_always,
-		 "hand posted-interrupt descriptors over on every move that keeps an irq bypass, also where the IOMMU does not post (tests)");
+		 "hand posted-interrupt descriptors over on every move that keeps an irq bypass, also where the IOMMU does not post (tests; needs fault_injection=1)");
 
 struct klu_pi_reg {
 	struct list_head node;

@@ -165,6 +165,10 @@ void klu_close_later(struct klu_vm *vm, struct file **files, int n);
 int klu_vms_for_each(int (*fn)(struct klu_vm *vm, void *data), void *data);
 
 /* journal.c: what the VMM configured, for a move to replay. */
+struct kernel_param;
+extern bool klu_fault_injection;
+int klu_test_knob_set(const char *val, const struct kernel_param *kp,
+		      int (*set)(const char *, const struct kernel_param *), bool is_default);
 struct klu_record;
 struct klu_record *klu_journal_take(struct klu_file *kf, unsigned int ioctl,
 				    unsigned long arg);

@@ -137,6 +137,18 @@ static long line_field(const char *line, const char *name)
 	return -1;
 }
 
+/*
+ * Was kvm_thin loaded with fault_injection=1, so that fail_move_step can be set?  The
+ * test beds load it so; a host in production does not.
+ */
+bool klu_thin_fault_injection(void)
+{
+	char buf[8] = "";
+
+	return klu_read_line("/sys/module/kvm_thin/parameters/fault_injection", buf,
+			     sizeof(buf)) && buf[0] == 'Y';
+}
+
 void klu_thin_need_move(void)
 {
 	if (access(KLU_THIN, F_OK))

@@ -30,6 +30,7 @@ void klu_thin_vm_file(int id, const char *name, char *buf, size_t size);
 int klu_thin_move(int id, const char *tag);
 /* A skip unless kvm_thin and two cores are loaded: what a test that moves VMs needs. */
 void klu_thin_need_move(void);
+bool klu_thin_fault_injection(void);
 /* How many cores are loaded; @other gets the first by name that is not @not, if any. */
 int klu_thin_cores(const char *not, char *other, size_t size);
 /*
