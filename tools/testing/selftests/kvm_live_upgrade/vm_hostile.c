@@ -744,6 +744,7 @@ static void test_refuse(unsigned int n, int nr)
 	char qms[32], a[64] = "", b[64] = "", step[8];
 	unsigned int bound, i, s, spun = 0, returns[2];
 	pthread_t th[2];
+	bool faults;
 	int v;
 
 	if (!klu_read_line(QUIESCE_MS, qms, sizeof(qms)))
@@ -763,9 +764,10 @@ static void test_refuse(unsigned int n, int nr)
 	printf("# VM %d: vCPU 0 spins and vCPU 1 halts, neither leaves KVM_RUN\n", spin_id);
 
 	/* Failures before the quiesce (the check, and the quiesce step itself). */
-	if (!klu_thin_fault_injection())
+	faults = klu_thin_fault_injection();
+	if (!faults)
 		printf("# kvm_thin was loaded without fault_injection=1: no failed moves\n");
-	for (s = 1; s <= 2 && klu_thin_fault_injection(); s++) {
+	for (s = 1; s <= 2 && faults; s++) {
 		for (i = 0; i < n; i++) {
 			char what[64];
 
@@ -809,7 +811,7 @@ static void test_refuse(unsigned int n, int nr)
 		klu_fail("the spinning vCPU reported %u counts, the host saw %u",
 			 KLU_READ(spin_count), spun);
 	printf("ok %d - refuse: %u moves failing at the check and the quiesce step, %s %u ms\n",
-	       nr, klu_thin_fault_injection() ? 2 * n : 0,
+	       nr, faults ? 2 * n : 0,
 	       "and the refusals of the unmovable VM, each returned within", bound);
 	/* vCPU 1 halts until the process ends. */
 }

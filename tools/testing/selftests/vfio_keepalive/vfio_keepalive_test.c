@@ -1944,7 +1944,7 @@ static void intx_user(void)
 	int intx_efd = -1, ret;
 	struct vdev v;
 
-	if (!vfio_open(&v, OPEN_MASTER | OPEN_NEED_VADDR) || !random_token(token))
+	if (!vfio_open(&v, OPEN_MASTER | OPEN_NEED_VADDR))
 		_exit(KSFT_FAIL);
 	intx_efd = eventfd(0, EFD_CLOEXEC);
 	if (!need_ok(intx_efd, "eventfd"))
