@@ -238,10 +238,51 @@ static void klu_pending_vm_put(struct klu_file *kf)
 }
 
 /*
+ * The state that completing an exit reads or writes: the registers, FPU/XSAVE and XCRs,
+ * special registers, MSRs (an exit to the VMM for RDMSR/WRMSR), events and nested state;
+ * KVM_INTERRUPT and KVM_X86_SET_MCE queue an event, KVM_TRANSLATE reads CR3.  Between a
+ * move and a vCPU's next KVM_RUN, while its exit is still the old vCPU's, these calls go
+ * to the old vCPU, and the state follows the exit to the new vCPU when it completes
+ * (klu_move_vcpu_state()).  The rest of the vCPU went to the new vCPU at the move and
+ * lives there, where interrupts may have reached it since: the LAPIC, MP state, debug
+ * registers, CPUID, TSC, an NMI or SMI, the statistics.
+ */
+static bool klu_exit_state(unsigned int ioctl)
+{
+	switch (ioctl) {
+	case KVM_GET_REGS:
+	case KVM_SET_REGS:
+	case KVM_GET_SREGS:
+	case KVM_SET_SREGS:
+	case KVM_GET_SREGS2:
+	case KVM_SET_SREGS2:
+	case KVM_GET_FPU:
+	case KVM_SET_FPU:
+	case KVM_GET_XSAVE:
+	case KVM_GET_XSAVE2:
+	case KVM_SET_XSAVE:
+	case KVM_GET_XCRS:
+	case KVM_SET_XCRS:
+	case KVM_GET_MSRS:
+	case KVM_SET_MSRS:
+	case KVM_GET_VCPU_EVENTS:
+	case KVM_SET_VCPU_EVENTS:
+	case KVM_GET_NESTED_STATE:
+	case KVM_SET_NESTED_STATE:
+	case KVM_INTERRUPT:
+	case KVM_X86_SET_MCE:
+	case KVM_TRANSLATE:
+		return true;
+	}
+	return false;
+}
+
+/*
  * An exit the VMM had not completed when its VM moved (it was handling it, or holds the
  * vCPU in userspace after it) stays with the old core's vCPU, the only one that knows
  * how to finish it: KVM keeps that in a private callback.  Until the VMM's next KVM_RUN
- * the vCPU's state ioctls go to that old vCPU, as if it had not moved yet.  The next
+ * the vCPU's calls on the state an exit touches (klu_exit_state()) go to that old vCPU,
+ * as if it had not moved yet.  The next
  * KVM_RUN finishes the exit there: the pages the VMM wrote its answer into (the new
  * core's) are copied back, the old vCPU runs once with immediate_exit set, which
  * completes the exit and returns, and then the vCPU's whole state goes to the new
@@ -283,8 +324,14 @@ static int klu_vcpu_finish_pending(struct klu_file *kf)
 	if (e)
 		return e;
 	r = klu_move_vcpu_state(kf->vm, old, cur, kf->pending_buf);
-	if (r)
-		return r;
+	if (r) {
+		/* Half of it may be on the new vCPU: neither vCPU can run on right. */
+		mutex_lock(&kf->vm->files_lock);
+		klu_vm_refuse(kf->vm, true, "vCPU %u's state did not follow its exit to the new core (%ld)",
+			      kf->vcpu_id, r);
+		mutex_unlock(&kf->vm->files_lock);
+		return -EIO;
+	}
 	vm_munmap((unsigned long)kf->pending_buf, KLU_SCRATCH_SIZE);
 	spin_lock(&kf->run_lock);
 	kf->pending = NULL;
@@ -400,8 +447,7 @@ static long klu_file_call(struct file *filp, unsigned int ioctl, unsigned long a
 	 * A vCPU with an exit to complete on its old core has its state there; its
 	 * statistics are the new core's (stats.c follows the running vCPU).
 	 */
-	if (kf->kind == KLU_FILE_VCPU && klu_journal_is_state(ioctl) &&
-	    ioctl != KVM_GET_STATS_FD) {
+	if (kf->kind == KLU_FILE_VCPU && klu_exit_state(ioctl)) {
 		spin_lock(&kf->run_lock);
 		core = kf->pending ? get_file(kf->pending) : NULL;
 		spin_unlock(&kf->run_lock);
@@ -505,8 +551,14 @@ static vm_fault_t klu_file_fault(struct vm_fault *vmf)
 	struct page *page;
 
 	if (!down_read_trylock(&vm->lock)) {
-		if (!fault_flag_allow_retry_first(vmf->flags))
-			return VM_FAULT_SIGBUS;	/* get_user_pages() on kvm_run mid-move */
+		/*
+		 * A fault may wait (and retry) as often as a move holds the lock: the VMM's
+		 * own access must not get SIGBUS because a second move followed the one it
+		 * waited for.  Only a caller that cannot drop the mmap lock (a remote
+		 * get_user_pages(), /proc/<pid>/mem) fails, with EFAULT, mid-move.
+		 */
+		if (!(vmf->flags & FAULT_FLAG_ALLOW_RETRY))
+			return VM_FAULT_SIGBUS;
 		if (vmf->flags & FAULT_FLAG_RETRY_NOWAIT)
 			return VM_FAULT_RETRY;
 		klu_vm_get(vm);

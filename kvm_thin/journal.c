@@ -206,12 +206,6 @@ static bool klu_eventfd_file(struct file *file)
 	return true;
 }
 
-/* Does @ioctl on a vCPU read or set state (rather than configure the vCPU)? */
-bool klu_journal_is_state(unsigned int ioctl)
-{
-	return klu_vcpu_keep(ioctl) == KLU_KEEP_NONE;
-}
-
 static void klu_record_free(struct klu_record *rec)
 {
 	if (rec->cred)
@@ -484,43 +478,11 @@ static int klu_record_files(struct klu_record *rec)
 	return 0;
 }
 
-static void klu_set_unmovable(struct klu_vm *vm, const char *what, unsigned int ioctl,
-			      int err)
-{
-	if (vm->unmovable[0])
-		return;
-	snprintf(vm->unmovable, sizeof(vm->unmovable), "no: %s ioctl 0x%x%s", what, ioctl,
-		 err ? " could not be recorded" : " cannot be replayed on another core");
-	pr_info("VM %lu (pid %d): unmovable from now on: %s\n", vm->id, vm->pid,
-		vm->unmovable);
-}
-
-/* The VMM changed @ioctl's argument while the core read it (klu_record_holds()). */
-static void klu_set_unmovable_arg(struct klu_vm *vm, unsigned int ioctl)
-{
-	if (vm->unmovable[0])
-		return;
-	snprintf(vm->unmovable, sizeof(vm->unmovable),
-		 "no: the argument of ioctl 0x%x changed while the core ran it", ioctl);
-	pr_info("VM %lu (pid %d): unmovable from now on: %s\n", vm->id, vm->pid,
-		vm->unmovable);
-}
-
-static void klu_set_unmovable_why(struct klu_vm *vm, const char *why)
-{
-	lockdep_assert_held(&vm->files_lock);
-	if (vm->unmovable[0])
-		return;
-	snprintf(vm->unmovable, sizeof(vm->unmovable), "no: %s", why);
-	pr_info("VM %lu (pid %d): unmovable from now on: %s\n", vm->id, vm->pid,
-		vm->unmovable);
-}
-
 /* What the core made for @vm has no file of kvm_thin's (@why): no move may drop it. */
 void klu_journal_refuse(struct klu_vm *vm, const char *why)
 {
 	mutex_lock(&vm->files_lock);
-	klu_set_unmovable_why(vm, why);
+	klu_vm_refuse(vm, false, "%s", why);
 	mutex_unlock(&vm->files_lock);
 }
 
@@ -651,16 +613,19 @@ void klu_journal_note(struct klu_file *kf, unsigned int ioctl, unsigned long arg
 	}
 	mutex_lock(&vm->files_lock);
 	if (keep == KLU_KEEP_REFUSE) {
-		klu_set_unmovable(vm, kf->kind == KLU_FILE_DEVICE ? "device" :
-				  kf->kind == KLU_FILE_VM ? "VM" : "vCPU", ioctl, 0);
+		klu_vm_refuse(vm, false, "%s ioctl 0x%x cannot be replayed on another core",
+			      kf->kind == KLU_FILE_DEVICE ? "device" :
+			      kf->kind == KLU_FILE_VM ? "VM" : "vCPU", ioctl);
 		goto out;
 	}
 	if (r == -EAGAIN) {
-		klu_set_unmovable_arg(vm, ioctl);
+		/* the VMM changed the argument while the core read it (klu_record_holds()) */
+		klu_vm_refuse(vm, false, "the argument of ioctl 0x%x changed while the core ran it",
+			      ioctl);
 		goto out;
 	}
 	if (r) {
-		klu_set_unmovable(vm, "VM", ioctl, r);
+		klu_vm_refuse(vm, false, "VM ioctl 0x%x could not be recorded", ioctl);
 		goto out;
 	}
 	switch (ioctl) {
@@ -668,7 +633,7 @@ void klu_journal_note(struct klu_file *kf, unsigned int ioctl, unsigned long arg
 		slot = ((struct kvm_userspace_memory_region *)rec->data)->slot;
 		r = klu_journal_slot(vm, rec, &drop_dirty);
 		if (r < 0)
-			klu_set_unmovable(vm, "VM", ioctl, r);
+			klu_vm_refuse(vm, false, "VM ioctl 0x%x could not be recorded", ioctl);
 		if (r)
 			goto drop;
 		break;
@@ -694,7 +659,8 @@ void klu_journal_note(struct klu_file *kf, unsigned int ioctl, unsigned long arg
 			goto drop;
 		}
 		if (!klu_vfio_group_attr((void *)rec->data, false)) {
-			klu_set_unmovable(vm, "device", ioctl, 0);
+			klu_vm_refuse(vm, false, "device ioctl 0x%x cannot be replayed on another core",
+				      ioctl);
 			goto drop;
 		}
 		break;
@@ -702,7 +668,8 @@ void klu_journal_note(struct klu_file *kf, unsigned int ioctl, unsigned long arg
 		switch (((struct kvm_enable_cap *)rec->data)->cap) {
 		case KVM_CAP_DIRTY_LOG_RING:
 		case KVM_CAP_DIRTY_LOG_RING_ACQ_REL:
-			klu_set_unmovable(vm, "dirty ring", ioctl, 0);
+			klu_vm_refuse(vm, false, "dirty ring ioctl 0x%x cannot be replayed on another core",
+				      ioctl);
 			goto drop;
 		case KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2:
 			if (kf->kind != KLU_FILE_VM)
@@ -716,8 +683,8 @@ void klu_journal_note(struct klu_file *kf, unsigned int ioctl, unsigned long arg
 		if (klu_cap_repeats(journal, rec, &nr_caps))
 			goto drop;
 		if (nr_caps >= KLU_CAPS_MAX) {
-			klu_set_unmovable_why(vm, "more than " __stringify(KLU_CAPS_MAX)
-					      " different KVM_ENABLE_CAP calls to replay");
+			klu_vm_refuse(vm, false, "more than %d different KVM_ENABLE_CAP calls to replay",
+				      KLU_CAPS_MAX);
 			goto drop;
 		}
 		break;

@@ -31,7 +31,9 @@
 #include <linux/memcontrol.h>
 #include <linux/mman.h>
 #include <linux/moduleparam.h>
+#include <linux/refcount.h>
 #include <linux/sched/mm.h>
+#include <linux/sched/signal.h>
 #include <linux/slab.h>
 #include <linux/task_work.h>
 #include <linux/uaccess.h>
@@ -89,6 +91,18 @@ static unsigned int klu_quiesce_ms = 2000;
 module_param_named(quiesce_ms, klu_quiesce_ms, uint, 0644);
 MODULE_PARM_DESC(quiesce_ms, "how long a move waits for a VM's vCPUs to stop");
 
+/*
+ * A move works in the VMM's memory (scratch, and guest memory that the core's ioctls
+ * touch), which the VMM can make wait for ever: a userfaultfd page nobody serves, a FUSE
+ * file whose server does not answer.  A trigger waits this long for one VM, then stops
+ * its mover with SIGKILL (every such wait is killable, and KVM's own vCPU mutex too), the
+ * VM goes back to its old core, and after as long again the trigger goes on without it.
+ */
+static unsigned int klu_move_timeout_ms = 10000;
+module_param_named(move_timeout_ms, klu_move_timeout_ms, uint, 0644);
+MODULE_PARM_DESC(move_timeout_ms,
+		 "how long a trigger waits for one VM's move before it stops it (at least quiesce_ms + 1000)");
+
 enum klu_step {
 	KLU_STEP_CHECK = 1,
 	KLU_STEP_QUIESCE,
@@ -126,6 +140,8 @@ struct klu_move {
 	char why[96];
 	int result;
 	struct completion done;
+	refcount_t users;		/* the trigger and the move's thread */
+	bool stopped;			/* the trigger sent SIGKILL: past move_timeout_ms */
 	void __user *scratch;
 	/* The new core's files, in the order of vm->files. */
 	struct file **new;
@@ -152,6 +168,24 @@ struct klu_move {
 
 static DEFINE_MUTEX(klu_move_lock);	/* one trigger at a time */
 
+static void klu_move_put(struct klu_move *mv)
+{
+	int i;
+
+	if (!refcount_dec_and_test(&mv->users))
+		return;
+	kfree(mv->pi.old);
+	kfree(mv->pi.new);
+	kfree(mv->new);
+	kfree(mv->pending_buf);
+	for (i = 0; mv->pending_slots && i < mv->nr_files; i++)
+		kvfree(mv->pending_slots[i]);
+	kfree(mv->pending_slots);
+	kvfree(mv->log_slots);
+	kfree(mv->msrs);
+	kfree(mv);
+}
+
 static __printf(3, 4) int klu_fail(struct klu_move *mv, int err, const char *fmt, ...)
 {
 	va_list ap;
@@ -165,6 +199,10 @@ static __printf(3, 4) int klu_fail(struct klu_move *mv, int err, const char *fmt
 static int klu_step(struct klu_move *mv, enum klu_step step)
 {
 	mv->step = step;
+	/* Stopped by the trigger (klu_move_wait()): what waited may have lost a write. */
+	if (fatal_signal_pending(current))
+		return klu_fail(mv, -ETIMEDOUT, "stopped after move_timeout_ms, %s",
+				"waiting on the VMM's memory or a call into the core");
 	if (klu_fail_move_step == step)
 		return klu_fail(mv, -EIO, "fault injected (fail_move_step=%u)", step);
 	return 0;
@@ -753,10 +791,11 @@ static int klu_xfer_exit_events(struct klu_move *mv, struct file *from, struct f
 
 /*
  * A vCPU whose exit was completed by the old core after the move: what completing an
- * exit can change (registers, FPU/SSE for an MMIO read, an exception, and what the VMM
- * set on the old vCPU meanwhile), staged in @scratch (KLU_SCRATCH_SIZE bytes of the
- * VMM's memory).  Not the LAPIC, the MP state or the TSC deadline: the new vCPU has
- * those since the move, and may have received an interrupt or a timer tick since.
+ * exit can change, and what the VMM set on the old vCPU meanwhile (files.c's
+ * klu_exit_state(): registers, FPU/SSE for an MMIO read, an exception, nested state),
+ * staged in @scratch (KLU_SCRATCH_SIZE bytes of the VMM's memory).  Not the LAPIC, the
+ * MP state or the TSC deadline: the new vCPU has those since the move, and may have
+ * received an interrupt or a timer tick since.
  */
 int klu_move_vcpu_state(struct klu_vm *vm, struct file *from, struct file *to,
 			void __user *scratch)
@@ -771,6 +810,8 @@ int klu_move_vcpu_state(struct klu_vm *vm, struct file *from, struct file *to,
 	mv.nr_msrs = n;
 	if (!r)
 		r = klu_xfer(&mv, from, to, KVM_GET_SREGS, KVM_SET_SREGS, "special registers");
+	if (!r)
+		r = klu_xfer_nested(&mv, from, to);
 	if (!r)
 		r = klu_xfer_regs(&mv, from, to);
 	if (!r)
@@ -1082,19 +1123,23 @@ static void klu_groups_back(struct klu_move *mv)
 }
 
 /*
- * @vm lost state in a failed move (@why, error @err), and its guest cannot run right
- * without it: interrupts that no longer reach it would hang it, or worse, unseen.  Like
- * a VM KVM finds broken, every ioctl of its files fails with EIO from now on, so that
- * its VMM stops it and says so.  Under vm->lock (write) and files_lock.
+ * A move the trigger stopped (SIGKILL) failed in a wait on the VMM's memory.  Its undoing
+ * needs that memory too: the signal is taken back, and scratch is mapped afresh, so that
+ * only a VMM that makes the new scratch wait as well keeps its VM from going back.
  */
-static void klu_vm_kill(struct klu_vm *vm, int err, const char *why)
+static void klu_scratch_renew(struct klu_move *mv)
 {
-	lockdep_assert_held_write(&vm->lock);
-	lockdep_assert_held(&vm->files_lock);
-	WRITE_ONCE(vm->dead, true);
-	snprintf(vm->unmovable, sizeof(vm->unmovable), "no: dead: %s (%d)", why, err);
-	pr_err("VM %lu (pid %d): %s (%d): every ioctl of the VM fails with EIO from now on\n",
-	       vm->id, vm->pid, why, err);
+	unsigned long uaddr;
+
+	if (!fatal_signal_pending(current))
+		return;
+	flush_signals(current);
+	uaddr = vm_mmap(NULL, 0, KLU_SCRATCH_SIZE, PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS, 0);
+	if (IS_ERR_VALUE(uaddr))
+		return;
+	vm_munmap((unsigned long)mv->scratch, KLU_SCRATCH_SIZE);
+	mv->scratch = (void __user *)uaddr;
 }
 
 /*
@@ -1131,7 +1176,8 @@ static void klu_move_discard(struct klu_move *mv)
 			r = klu_journal_replay(&mv->vm->journal, mv->old_vm, mv->scratch,
 					       KLU_SCRATCH_ARG, KLU_REPLAY_IRQFDS_ON);
 		if (r)
-			klu_vm_kill(mv->vm, r, "its irqfds did not go back to the old VM");
+			klu_vm_refuse(mv->vm, true, "its irqfds did not go back to the old VM (%d)",
+				      r);
 	}
 
 	for (i = mv->nr_files - 1; i >= 0; i--) {
@@ -1180,9 +1226,11 @@ static int klu_move_thread(void *data)
 	struct klu_move *mv = data;
 	struct klu_vm *vm = mv->vm;
 	char from[KLU_TAG_MAX];
+	struct klu_core *to;
 	unsigned long uaddr;
 	int r;
 
+	allow_signal(SIGKILL);		/* klu_move_vm()'s way to stop a move that waits */
 	if (!mmget_not_zero(vm->mm)) {
 		r = klu_fail(mv, -ESRCH, "the VMM is exiting");
 		goto out;
@@ -1239,10 +1287,13 @@ static int klu_move_thread(void *data)
 	mv->t_state = ktime_get_ns();
 	if (!r)
 		r = klu_commit(mv);
-	if (r)
+	if (r) {
+		klu_scratch_renew(mv);
 		klu_move_discard(mv);
-	else
+	} else {
+		flush_signals(current);	/* a stop that came too late: the move is done */
 		klu_journal_resample_kick(&vm->journal);
+	}
 	if (mv->irqfds_off)
 		mv->bp_kept = klu_bypass_move_end(vm);
 	klu_pi_move_end(&mv->pi);
@@ -1264,7 +1315,8 @@ out_record:
 	mv->result = r;
 	klu_move_record(mv, from, ktime_get_ns());
 out_scratch:
-	vm_munmap(uaddr, KLU_SCRATCH_SIZE);
+	flush_signals(current);		/* vm_munmap() would not wait for the lock */
+	vm_munmap((unsigned long)mv->scratch, KLU_SCRATCH_SIZE);
 out_mm:
 	set_active_memcg(was_memcg);
 	mem_cgroup_put(memcg);
@@ -1272,8 +1324,35 @@ out_mm:
 	mmput(vm->mm);
 out:
 	mv->result = r;
+	WRITE_ONCE(vm->mover_busy, false);
 	complete(&mv->done);
-	return 0;
+	to = mv->to;
+	klu_move_put(mv);
+	klu_vm_put(vm);
+	module_put(to->vendor);
+	module_put_and_kthread_exit(0);
+}
+
+/*
+ * Wait for @mv's thread @t: move_timeout_ms, then SIGKILL and as long again.  False if it
+ * has still not ended; it then ends on its own, and puts what it holds.
+ */
+static bool klu_move_wait(struct klu_move *mv, struct task_struct *t)
+{
+	unsigned long tmo = msecs_to_jiffies(max(klu_move_timeout_ms, klu_quiesce_ms + 1000));
+	struct klu_vm *vm = mv->vm;
+
+	if (wait_for_completion_timeout(&mv->done, tmo))
+		return true;
+	pr_err("move of VM %lu (pid %d): not done after %u ms, at step %s; stopping it (it waits on memory of the VMM's, or on a call into the core)\n",
+	       vm->id, vm->pid, jiffies_to_msecs(tmo), klu_step_name[READ_ONCE(mv->step)] ?: "start");
+	WRITE_ONCE(mv->stopped, true);
+	send_sig(SIGKILL, t, 1);
+	if (wait_for_completion_timeout(&mv->done, tmo))
+		return true;
+	pr_err("move of VM %lu (pid %d): still not done %u ms after it was stopped; the trigger goes on, and the VM cannot move until its move ends\n",
+	       vm->id, vm->pid, jiffies_to_msecs(tmo));
+	return false;
 }
 
 /* Move @vm to core @to: 0, or -errno with the reason logged. */
@@ -1282,28 +1361,51 @@ static int klu_move_vm(struct klu_vm *vm, struct klu_core *to)
 	struct klu_move *mv;
 	struct task_struct *t;
 	char from[KLU_TAG_MAX];
-	int i, r;
+	bool done;
+	int r;
 
+	if (READ_ONCE(vm->mover_busy)) {
+		pr_err("move of VM %lu (pid %d): its last move has not ended; not moved\n",
+		       vm->id, vm->pid);
+		return -EBUSY;
+	}
 	mv = kzalloc(sizeof(*mv), GFP_KERNEL);
 	if (!mv)
 		return -ENOMEM;
 	mv->vm = vm;
 	mv->to = to;
 	init_completion(&mv->done);
+	refcount_set(&mv->users, 2);
 	INIT_LIST_HEAD(&mv->graves);
 	strscpy(from, READ_ONCE(vm->core)->tag, sizeof(from));
-	t = kthread_run(klu_move_thread, mv, "klu-move-%lu", vm->id);
+	t = kthread_create(klu_move_thread, mv, "klu-move-%lu", vm->id);
 	if (IS_ERR(t)) {
-		r = klu_fail(mv, PTR_ERR(t), "cannot start the move thread");
-	} else {
-		wait_for_completion(&mv->done);
-		r = mv->result;
+		pr_err("move of VM %lu (pid %d) from %s to %s failed: cannot start the move thread (%ld)\n",
+		       vm->id, vm->pid, from, to->tag, PTR_ERR(t));
+		kfree(mv);
+		return PTR_ERR(t);
 	}
+	/* The thread may outlive the trigger (klu_move_wait()): it holds its own. */
+	get_task_struct(t);
+	klu_vm_get(vm);
+	__module_get(to->vendor);
+	__module_get(THIS_MODULE);
+	WRITE_ONCE(vm->mover_busy, true);
+	wake_up_process(t);
+	done = klu_move_wait(mv, t);
+	put_task_struct(t);
+	if (!done) {
+		klu_move_put(mv);
+		return -ETIMEDOUT;
+	}
+	r = mv->result;
 	if (r)
-		pr_err("move of VM %lu (pid %d) from %s to %s failed at step %s: %s (%d); it runs on %s\n",
+		pr_err("move of VM %lu (pid %d) from %s to %s failed at step %s: %s (%d)%s; it runs on %s\n",
 		       vm->id, vm->pid, from, to->tag,
 		       klu_step_name[mv->step] ?: "start",
-		       mv->why[0] ? mv->why : "error", r, from);
+		       mv->why[0] ? mv->why : "error", r,
+		       mv->stopped && r != -ETIMEDOUT ? ", stopped past move_timeout_ms" : "",
+		       from);
 	else
 		pr_info("moved VM %lu (pid %d, %d vCPUs) from %s to %s: blackout %llu us (quiesce %llu, rebuild %llu, state %llu, commit %llu)\n",
 			vm->id, vm->pid, vm->nr_vcpus, from, to->tag, vm->blackout_ns / 1000,
@@ -1314,16 +1416,7 @@ static int klu_move_vm(struct klu_vm *vm, struct klu_core *to)
 			vm->id, vm->bypass_fallback,
 			mv->bp_why[0] ? mv->bp_why :
 			"the IOMMU posts into AVIC pages, which a move does not hand over");
-	kfree(mv->pi.old);
-	kfree(mv->pi.new);
-	kfree(mv->new);
-	kfree(mv->pending_buf);
-	for (i = 0; mv->pending_slots && i < mv->nr_files; i++)
-		kvfree(mv->pending_slots[i]);
-	kfree(mv->pending_slots);
-	kvfree(mv->log_slots);
-	kfree(mv->msrs);
-	kfree(mv);
+	klu_move_put(mv);
 	return r;
 }
 

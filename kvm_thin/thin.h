@@ -120,6 +120,7 @@ struct klu_vm {
 	const void *kvm;			/* the core's struct kvm: never dereferenced */
 	bool has_device;			/* a KVM device may have handed kvm out */
 	bool moving;				/* vCPUs park in KVM_RUN until cleared */
+	bool mover_busy;			/* a move's thread runs (move.c) */
 	bool dead;				/* state lost in a move: ioctls get EIO */
 	atomic_t stops;				/* vCPUs leaving the core while moving */
 	wait_queue_head_t wq;
@@ -158,6 +159,7 @@ int klu_copy_page(struct file *from, struct file *to, pgoff_t pgoff);
 struct klu_vm *klu_vm_new(struct klu_core *core, unsigned long type);
 void klu_vm_get(struct klu_vm *vm);
 void klu_vm_put(struct klu_vm *vm);
+__printf(3, 4) void klu_vm_refuse(struct klu_vm *vm, bool dead, const char *fmt, ...);
 void klu_vm_add_file(struct klu_vm *vm, struct klu_file *kf);
 void klu_vm_del_file(struct klu_vm *vm, struct klu_file *kf);
 void klu_close_graves(struct list_head *dead);
@@ -217,7 +219,6 @@ void klu_dirty_free(struct klu_vm *vm);
 long klu_stats_wrap(struct klu_file *kf, struct file *filp, int fd);
 void klu_stats_moved(struct klu_vm *vm, void __user *ubuf, size_t usize,
 		     struct list_head *graves);
-bool klu_journal_is_state(unsigned int ioctl);
 
 /* bypass.c: the irq-bypass consumers of the irqfds, across moves */
 struct eventfd_ctx;

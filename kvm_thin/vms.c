@@ -168,6 +168,35 @@ void klu_vm_put(struct klu_vm *vm)
 	kobject_put(&vm->kobj);
 }
 
+/*
+ * @vm cannot move from now on: "movable" says "no: <why>" and the log says so once.  The
+ * first reason stays, but for @dead: the VM lost state and cannot run right either, so
+ * every ioctl of its files fails with EIO from now on (as a VM that KVM finds broken),
+ * its VMM stops it, and "movable" says why.  Under files_lock.
+ */
+void klu_vm_refuse(struct klu_vm *vm, bool dead, const char *fmt, ...)
+{
+	char why[sizeof(vm->unmovable)];
+	va_list ap;
+
+	lockdep_assert_held(&vm->files_lock);
+	if (vm->unmovable[0] && !dead)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	if (dead) {
+		WRITE_ONCE(vm->dead, true);
+		snprintf(vm->unmovable, sizeof(vm->unmovable), "no: dead: %s", why);
+		pr_err("VM %lu (pid %d): %s: every ioctl of the VM fails with EIO from now on\n",
+		       vm->id, vm->pid, why);
+		return;
+	}
+	snprintf(vm->unmovable, sizeof(vm->unmovable), "no: %s", why);
+	pr_info("VM %lu (pid %d): unmovable from now on: %s\n", vm->id, vm->pid,
+		vm->unmovable);
+}
+
 /* @kf joins @vm, and holds a reference on it that its owner drops after del_file. */
 void klu_vm_add_file(struct klu_vm *vm, struct klu_file *kf)
 {

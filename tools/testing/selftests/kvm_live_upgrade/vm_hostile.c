@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * vm_hostile [-t mmap|pending|fdswap|caps|refuse|all|hwowner|argflip|memcg|irqlost] [-n N]: what a
+ * vm_hostile [-t mmap|pending|fdswap|caps|refuse|all|hwowner|argflip|memcg|irqlost|stall] [-n N]: what a
  * buggy or hostile VMM does to its own files while its VM moves between two
  * cores.  The VMM may hurt its own VM; it must not hang, oops or corrupt the host,
  * and its guest, if the VMM plays by KVM's rules again, must compute right.  The VM
@@ -21,7 +21,10 @@
  *            the vCPU at once, both with immediate_exit set.  Each must return EINTR,
  *            and the exit must be completed once: the guest's sum is right.  (Both
  *            threads used to complete the exit on the old core's vCPU, and both put
- *            the reference to it: a use after free that KASAN sees.)
+ *            the reference to it: a use after free that KASAN sees.)  N more rounds
+ *            write the debug registers between the move and the next KVM_RUN, which
+ *            must find them after the run.  (They used to go to the old vCPU, and
+ *            were lost when the exit completed.)
  *   fdswap   N vCPUs (default 64) are created while another thread frees the fd
  *            number each will get and puts an eventfd there, over and over; each
  *            KVM_CREATE_VCPU must give a vCPU or EBADF.  Then the VM must move
@@ -80,6 +83,15 @@
  *            movable, refuse a move, and go away when its files close.  (kvm_thin
  *            used to log the loss and let the guest run on without those
  *            interrupts.)
+ *   stall    (only with -t) a move waits on guest memory that the VMM never serves: the
+ *            VM has a one-page slot where vCPU 0's MSR_KVM_WALL_CLOCK_NEW points (KVM
+ *            writes the wall clock there when the MSR is set), and the page is then
+ *            dropped and registered with a userfaultfd that takes the fault and never
+ *            answers.  A move sets that MSR on the new vCPU and waits.  With
+ *            move_timeout_ms at 3000, the trigger must return with ETIMEDOUT, the VM
+ *            stay on its core and compute, and, the userfaultfd closed, move there
+ *            and back.  (The mover used to wait for ever, holding the VM's vCPUs
+ *            stopped and every later move of any VM.)
  *
  * Without -t, the first five (all), each with its default N.  Skips without kvm_thin
  * or with one core loaded.
@@ -228,8 +240,42 @@ static void *run_once(void *arg)
  * One round of the echo guest, run here.  At the IN exit number @at the answer is
  * written, the VM moves (@i), and two threads enter KVM_RUN at once.
  */
-static void pending_round(unsigned int i, unsigned int at)
+/*
+ * In the window between the move and the vCPU's next KVM_RUN (its exit still the old
+ * vCPU's), the VMM writes state that an exit does not touch: the debug registers.
+ */
+static void window_write(unsigned int i, struct kvm_debugregs *set)
 {
+	struct kvm_debugregs now;
+	int k;
+
+	if (ioctl(vm->vcpu_fd[0], KVM_GET_DEBUGREGS, &now))
+		klu_fail("round %u: KVM_GET_DEBUGREGS: %s", i, strerror(errno));
+	*set = now;
+	for (k = 0; k < 4; k++)
+		set->db[k] = 0x10000ull * (i + 1) + 0x100 * k;
+	if (ioctl(vm->vcpu_fd[0], KVM_SET_DEBUGREGS, set))
+		klu_fail("round %u: KVM_SET_DEBUGREGS: %s", i, strerror(errno));
+}
+
+/* What was written in the window is the vCPU's after its exit completed. */
+static void window_check(unsigned int i, const struct kvm_debugregs *set)
+{
+	struct kvm_debugregs now;
+	int k;
+
+	if (ioctl(vm->vcpu_fd[0], KVM_GET_DEBUGREGS, &now))
+		klu_fail("round %u: KVM_GET_DEBUGREGS: %s", i, strerror(errno));
+	for (k = 0; k < 4; k++)
+		if (now.db[k] != set->db[k])
+			klu_fail("round %u: DR%d is 0x%llx after the run, but 0x%llx was set %s", i,
+				 k, (unsigned long long)now.db[k], (unsigned long long)set->db[k],
+				 "between the move and the run: lost");
+}
+
+static void pending_round(unsigned int i, unsigned int at, bool window)
+{
+	struct kvm_debugregs dr;
 	struct kvm_run *run = vm->run[0];
 	struct runner r[2] = {};
 	uint32_t echo = 0, *data, sum = 0;
@@ -254,6 +300,10 @@ static void pending_round(unsigned int i, unsigned int at)
 				continue;
 			/* answered, not completed: the move leaves the exit to the old vCPU */
 			move(i);
+			if (window) {
+				window_write(i, &dr);
+				continue;	/* KVM_RUN completes the exit, then goes on */
+			}
 			run->immediate_exit = 1;
 			for (k = 0; k < 2; k++)
 				pthread_create(&t[k], NULL, run_once, &r[k]);
@@ -280,6 +330,8 @@ static void pending_round(unsigned int i, unsigned int at)
 	if (words != 1 || sum != SUM)
 		klu_fail("round %u: echo sum 0x%x (%u words), want 0x%x: the exit was completed %s",
 			 i, sum, words, SUM, sum < SUM ? "never" : "twice, or wrongly");
+	if (window)
+		window_check(i, &dr);
 }
 
 static void test_pending(unsigned int n, int nr)
@@ -287,10 +339,13 @@ static void test_pending(unsigned int n, int nr)
 	unsigned int i;
 
 	pthread_barrier_init(&both, NULL, 2);
-	for (i = 0; i < n; i++)
-		pending_round(i, 1 + (i * 397) % (ITERATIONS - 1));
-	printf("ok %d - pending: %u moves with an exit left to complete, %s\n", nr, n,
-	       "then two KVM_RUNs at once; each EINTR, every sum right");
+	for (i = 0; i < n; i++) {
+		pending_round(2 * i, 1 + (i * 397) % (ITERATIONS - 1), false);
+		pending_round(2 * i + 1, 1 + (i * 211) % (ITERATIONS - 1), true);
+	}
+	printf("ok %d - pending: %u moves with an exit left to complete, %s; %u more %s\n",
+	       nr, n, "then two KVM_RUNs at once; each EINTR, every sum right", n,
+	       "with debug registers written before the run: kept");
 }
 
 /* ---- fdswap -------------------------------------------------------------------- */
@@ -914,6 +969,149 @@ static void test_hwowner(void)
 	       cpus);
 }
 
+/* ---- stall ------------------------------------------------------------------- */
+
+#define TIMEOUT_MS	"/sys/module/kvm_thin/parameters/move_timeout_ms"
+#define STALL_SLOT	8
+#define STALL_GPA	(32ull << 30)
+#define STALL_TIMEOUT	3000u	/* move_timeout_ms for the test */
+#ifndef MSR_KVM_WALL_CLOCK_NEW
+#define MSR_KVM_WALL_CLOCK_NEW	0x4b564d00
+#endif
+
+struct stall {
+	int uffd;
+	unsigned int faults;		/* KLU_READ/KLU_WRITE */
+	unsigned long long addr;	/* where the fault was */
+};
+
+/* Take the first fault and never serve it. */
+static void *staller(void *arg)
+{
+	struct stall *st = arg;
+	struct uffd_msg msg;
+
+	if (read(st->uffd, &msg, sizeof(msg)) != sizeof(msg))
+		return NULL;		/* the test closed it */
+	if (msg.event != UFFD_EVENT_PAGEFAULT)
+		klu_fail("userfaultfd event %u, not a page fault", msg.event);
+	st->addr = msg.arg.pagefault.address;
+	KLU_WRITE(st->faults, 1);
+	return NULL;
+}
+
+struct vm_trigger {
+	const char *to;
+	int err;
+	unsigned int done;			/* KLU_READ/KLU_WRITE */
+};
+
+static void *vm_trigger(void *arg)
+{
+	struct vm_trigger *t = arg;
+
+	t->err = klu_thin_move(vm_id, t->to);
+	KLU_WRITE(t->done, 1);
+	return NULL;
+}
+
+static void test_stall(void)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	struct uffdio_api api = { .api = UFFD_API };
+	struct uffdio_register reg = {};
+	struct kvm_userspace_memory_region slot = {
+		.slot = STALL_SLOT,
+		.guest_phys_addr = STALL_GPA,
+		.memory_size = page,
+	};
+	struct {
+		struct kvm_msrs h;
+		struct kvm_msr_entry e;
+	} msr = { .h.nmsrs = 1, .e.index = MSR_KVM_WALL_CLOCK_NEW, .e.data = STALL_GPA };
+	struct vm_trigger t = { .to = core_b };
+	char buf[512], old_tmo[32] = "", core[64];
+	unsigned int bound_ms, qms;
+	struct stall st = {};
+	uint64_t t0, took;
+	pthread_t th, tt;
+	uint32_t *mem;
+
+	if (!klu_read_line(QUIESCE_MS, buf, sizeof(buf)))
+		klu_fail("cannot read " QUIESCE_MS ": %s", strerror(errno));
+	qms = strtoul(buf, NULL, 0);
+	if (klu_read_line(TIMEOUT_MS, old_tmo, sizeof(old_tmo)))
+		klu_write_file(TIMEOUT_MS, "3000\n");
+	else		/* a kvm_thin without the bound: the test shows what happens */
+		printf("# kvm_thin has no move_timeout_ms\n");
+	/* the trigger's two waits (klu_move_wait()), and time to spare */
+	bound_ms = 2 * (STALL_TIMEOUT > qms + 1000 ? STALL_TIMEOUT : qms + 1000) + 30000;
+	st.uffd = syscall(__NR_userfaultfd, O_CLOEXEC);
+	if (st.uffd < 0)
+		klu_skip("stall: no userfaultfd: %s", strerror(errno));
+	if (ioctl(st.uffd, UFFDIO_API, &api))
+		klu_fail("UFFDIO_API: %s", strerror(errno));
+	mem = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (mem == MAP_FAILED)
+		klu_fail("mmap: %s", strerror(errno));
+	memset(mem, 0, page);
+	slot.userspace_addr = (unsigned long)mem;
+	if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &slot))
+		klu_fail("KVM_SET_USER_MEMORY_REGION: %s", strerror(errno));
+	/* KVM writes the wall clock into guest memory when the MSR is set, at once */
+	if (ioctl(vm->vcpu_fd[0], KVM_SET_MSRS, &msr) != 1)
+		klu_skip("stall: the core does not take MSR_KVM_WALL_CLOCK_NEW");
+	if (!KLU_READ(mem[0]))
+		klu_skip("stall: the core did not write the wall clock at 0x%llx", STALL_GPA);
+	/* the page goes, and a fault on it waits for the handler, which never answers */
+	if (madvise(mem, page, MADV_DONTNEED))
+		klu_fail("madvise: %s", strerror(errno));
+	reg.range.start = (unsigned long)mem;
+	reg.range.len = page;
+	reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+	if (ioctl(st.uffd, UFFDIO_REGISTER, &reg))
+		klu_fail("UFFDIO_REGISTER: %s", strerror(errno));
+	pthread_create(&th, NULL, staller, &st);
+	echo_round("before the move");
+	t0 = klu_now_ns();
+	pthread_create(&tt, NULL, vm_trigger, &t);
+	while (!KLU_READ(t.done) && klu_now_ns() - t0 < bound_ms * 1000000ull)
+		usleep(1000);
+	took = (klu_now_ns() - t0) / 1000000;
+	if (!KLU_READ(t.done))
+		klu_fail("the move did not return in %llu ms (twice move_timeout_ms + 30 s) %s",
+			 (unsigned long long)took, KLU_READ(st.faults) ?
+			 "while the mover waited on a userfaultfd page of the guest's" :
+			 "and nothing faulted on the guest's page");
+	pthread_join(tt, NULL);
+	if (!KLU_READ(st.faults))
+		klu_fail("the move (%s) did not write the wall clock on the new core: %s",
+			 t.err ? strerror(t.err) : "success", "nothing was made to wait");
+	klu_thin_vm_file(vm_id, "last_move", buf, sizeof(buf));
+	klu_thin_vm_file(vm_id, "core", core, sizeof(core));
+	printf("# the mover faulted at 0x%llx; the move returned after %llu ms (%s); core %s; last_move: %s\n",
+	       st.addr, (unsigned long long)took, t.err ? strerror(t.err) : "success", core,
+	       buf);
+	/* stopped in the vCPU state, before the commit: it must not have committed */
+	if (t.err != ETIMEDOUT)
+		klu_fail("the stopped move returned %s, want ETIMEDOUT; last_move: %s",
+			 t.err ? strerror(t.err) : "success", buf);
+	if (strcmp(core, core_a))
+		klu_fail("after the stopped move the VM is on %s, not on %s", core, core_a);
+	/* the VMM plays fair again: its page is there, and the VM moves there and back */
+	close(st.uffd);
+	pthread_join(th, NULL);
+	echo_round("after the stopped move");
+	move(0);
+	echo_round("after the next move");
+	move(1);
+	echo_round("after the move back");
+	if (old_tmo[0])
+		klu_write_file(TIMEOUT_MS, old_tmo);
+	printf("ok 1 - stall: a move that waited on the VMM's memory failed in %llu ms, %s\n",
+	       (unsigned long long)took, "the VM ran on and moved again, its guest right");
+}
+
 int main(int argc, char **argv)
 {
 	const char *test = "all";
@@ -936,9 +1134,9 @@ int main(int argc, char **argv)
 		      strcmp(test, "fdswap") && strcmp(test, "caps") &&
 		      strcmp(test, "refuse") && strcmp(test, "hwowner") &&
 		      strcmp(test, "argflip") && strcmp(test, "memcg") &&
-		      strcmp(test, "irqlost"))) {
+		      strcmp(test, "irqlost") && strcmp(test, "stall"))) {
 		fprintf(stderr,
-			"usage: %s [-t mmap|pending|fdswap|caps|refuse|all|hwowner|argflip|memcg|irqlost] [-n N]\n",
+			"usage: %s [-t mmap|pending|fdswap|caps|refuse|all|hwowner|argflip|memcg|irqlost|stall] [-n N]\n",
 			argv[0]);
 		return KSFT_FAIL;
 	}
@@ -965,6 +1163,10 @@ int main(int argc, char **argv)
 	printf("# VM %d moves between %s and %s\n", vm_id, core_a, core_b);
 	if (!strcmp(test, "argflip")) {
 		test_argflip();
+		return KSFT_PASS;
+	}
+	if (!strcmp(test, "stall")) {
+		test_stall();
 		return KSFT_PASS;
 	}
 	if (all || !strcmp(test, "mmap"))

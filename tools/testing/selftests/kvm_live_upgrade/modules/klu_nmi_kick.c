@@ -27,6 +27,7 @@
 #include <linux/module.h>
 #include <linux/string.h>
 #include <asm/apic.h>
+#include <asm/cpufeature.h>
 #include <asm/nmi.h>
 
 static atomic_t klu_kicks = ATOMIC_INIT(0);
@@ -80,6 +81,11 @@ static int klu_nmi_kick(unsigned int type, struct pt_regs *regs)
 
 static int __init klu_nmi_kick_init(void)
 {
+	/* An emulator's answer: on real hardware an unknown NMI is not ours to eat. */
+	if (!boot_cpu_has(X86_FEATURE_HYPERVISOR)) {
+		pr_err("not loaded: this is not an emulated machine (no X86_FEATURE_HYPERVISOR)\n");
+		return -ENODEV;
+	}
 	return register_nmi_handler(NMI_UNKNOWN, klu_nmi_kick, 0, "klu_nmi_kick");
 }
 
