@@ -327,7 +327,8 @@ static int klu_vcpu_finish_pending(struct klu_file *kf)
 	if (r) {
 		/* Half of it may be on the new vCPU: neither vCPU can run on right. */
 		mutex_lock(&kf->vm->files_lock);
-		klu_vm_refuse(kf->vm, true, "vCPU %u's state did not follow its exit to the new core (%ld)",
+		klu_vm_refuse(kf->vm, true,
+			      "vCPU %u's state did not follow its exit to the new core (%ld)",
 			      kf->vcpu_id, r);
 		mutex_unlock(&kf->vm->files_lock);
 		return -EIO;

@@ -659,7 +659,8 @@ void klu_journal_note(struct klu_file *kf, unsigned int ioctl, unsigned long arg
 			goto drop;
 		}
 		if (!klu_vfio_group_attr((void *)rec->data, false)) {
-			klu_vm_refuse(vm, false, "device ioctl 0x%x cannot be replayed on another core",
+			klu_vm_refuse(vm, false,
+				      "device ioctl 0x%x cannot be replayed on another core",
 				      ioctl);
 			goto drop;
 		}
@@ -668,7 +669,8 @@ void klu_journal_note(struct klu_file *kf, unsigned int ioctl, unsigned long arg
 		switch (((struct kvm_enable_cap *)rec->data)->cap) {
 		case KVM_CAP_DIRTY_LOG_RING:
 		case KVM_CAP_DIRTY_LOG_RING_ACQ_REL:
-			klu_vm_refuse(vm, false, "dirty ring ioctl 0x%x cannot be replayed on another core",
+			klu_vm_refuse(vm, false,
+				      "dirty ring ioctl 0x%x cannot be replayed on another core",
 				      ioctl);
 			goto drop;
 		case KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2:
@@ -683,7 +685,8 @@ void klu_journal_note(struct klu_file *kf, unsigned int ioctl, unsigned long arg
 		if (klu_cap_repeats(journal, rec, &nr_caps))
 			goto drop;
 		if (nr_caps >= KLU_CAPS_MAX) {
-			klu_vm_refuse(vm, false, "more than %d different KVM_ENABLE_CAP calls to replay",
+			klu_vm_refuse(vm, false,
+				      "more than %d different KVM_ENABLE_CAP calls to replay",
 				      KLU_CAPS_MAX);
 			goto drop;
 		}

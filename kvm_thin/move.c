@@ -1345,7 +1345,8 @@ static bool klu_move_wait(struct klu_move *mv, struct task_struct *t)
 	if (wait_for_completion_timeout(&mv->done, tmo))
 		return true;
 	pr_err("move of VM %lu (pid %d): not done after %u ms, at step %s; stopping it (it waits on memory of the VMM's, or on a call into the core)\n",
-	       vm->id, vm->pid, jiffies_to_msecs(tmo), klu_step_name[READ_ONCE(mv->step)] ?: "start");
+	       vm->id, vm->pid, jiffies_to_msecs(tmo),
+	       klu_step_name[READ_ONCE(mv->step)] ?: "start");
 	WRITE_ONCE(mv->stopped, true);
 	send_sig(SIGKILL, t, 1);
 	if (wait_for_completion_timeout(&mv->done, tmo))

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * vm_hostile [-t mmap|pending|fdswap|caps|refuse|all|hwowner|argflip|memcg|irqlost|stall] [-n N]: what a
- * buggy or hostile VMM does to its own files while its VM moves between two
+ * vm_hostile [-t mmap|pending|fdswap|caps|refuse|all|hwowner|argflip|memcg|irqlost|stall]
+ * [-n N]: what a buggy or hostile VMM does to its own files while its VM moves between two
  * cores.  The VMM may hurt its own VM; it must not hang, oops or corrupt the host,
  * and its guest, if the VMM plays by KVM's rules again, must compute right.  The VM
  * has one vCPU whose guest does port-I/O echo round trips (OUT a value, IN it back),
@@ -1045,7 +1045,7 @@ static void test_stall(void)
 	else		/* a kvm_thin without the bound: the test shows what happens */
 		printf("# kvm_thin has no move_timeout_ms\n");
 	/* the trigger's two waits (klu_move_wait()), and time to spare */
-	bound_ms = 2 * (STALL_TIMEOUT > qms + 1000 ? STALL_TIMEOUT : qms + 1000) + 30000;
+	bound_ms = 2 * (qms + 1000 < STALL_TIMEOUT ? STALL_TIMEOUT : qms + 1000) + 30000;
 	st.uffd = syscall(__NR_userfaultfd, O_CLOEXEC);
 	if (st.uffd < 0)
 		klu_skip("stall: no userfaultfd: %s", strerror(errno));
@@ -1089,9 +1089,9 @@ static void test_stall(void)
 			 t.err ? strerror(t.err) : "success", "nothing was made to wait");
 	klu_thin_vm_file(vm_id, "last_move", buf, sizeof(buf));
 	klu_thin_vm_file(vm_id, "core", core, sizeof(core));
-	printf("# the mover faulted at 0x%llx; the move returned after %llu ms (%s); core %s; last_move: %s\n",
-	       st.addr, (unsigned long long)took, t.err ? strerror(t.err) : "success", core,
-	       buf);
+	printf("# the mover faulted at 0x%llx; the move returned after %llu ms (%s); %s %s; %s%s\n",
+	       st.addr, (unsigned long long)took, t.err ? strerror(t.err) : "success", "core",
+	       core, "last_move: ", buf);
 	/* stopped in the vCPU state, before the commit: it must not have committed */
 	if (t.err != ETIMEDOUT)
 		klu_fail("the stopped move returned %s, want ETIMEDOUT; last_move: %s",
@@ -1136,8 +1136,8 @@ int main(int argc, char **argv)
 		      strcmp(test, "argflip") && strcmp(test, "memcg") &&
 		      strcmp(test, "irqlost") && strcmp(test, "stall"))) {
 		fprintf(stderr,
-			"usage: %s [-t mmap|pending|fdswap|caps|refuse|all|hwowner|argflip|memcg|irqlost|stall] [-n N]\n",
-			argv[0]);
+			"usage: %s [-t mmap|pending|fdswap|caps|refuse|all|%s] [-n N]\n",
+			argv[0], "hwowner|argflip|memcg|irqlost|stall");
 		return KSFT_FAIL;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);	/* each line out before a hang */
