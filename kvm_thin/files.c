@@ -278,6 +278,48 @@ static bool klu_exit_state(unsigned int ioctl)
 }
 
 /*
+ * A call on exit state (klu_exit_state()) while @kf's exit is still the old vCPU's: to
+ * the old vCPU, under finish_lock, so that a completion in another thread cannot copy
+ * the state across in the meantime and lose it.  A write goes to the new vCPU as well,
+ * where it stays for what the completion does not carry: MSR_IA32_TSC and the TSC
+ * deadline, MCE banks, an NMI or SMM set through the events, nested state turned off.
+ * The old vCPU's answer is the call's.  *@pending is false if the exit is done by now.
+ */
+static long klu_pending_call(struct klu_file *kf, unsigned int ioctl, unsigned long arg,
+			     bool compat, bool *pending)
+{
+	long r;
+
+	if (mutex_lock_killable(&kf->finish_lock)) {
+		*pending = true;
+		return -EINTR;
+	}
+	*pending = kf->pending;		/* set to NULL only under finish_lock */
+	if (!*pending) {
+		mutex_unlock(&kf->finish_lock);
+		return 0;
+	}
+	r = klu_core_ioctl(kf->pending, ioctl, arg, compat);
+	switch (ioctl) {
+	case KVM_SET_REGS:
+	case KVM_SET_SREGS:
+	case KVM_SET_SREGS2:
+	case KVM_SET_FPU:
+	case KVM_SET_XSAVE:
+	case KVM_SET_XCRS:
+	case KVM_SET_MSRS:
+	case KVM_SET_VCPU_EVENTS:
+	case KVM_SET_NESTED_STATE:
+	case KVM_INTERRUPT:
+	case KVM_X86_SET_MCE:
+		if (r >= 0)
+			klu_core_ioctl(kf->core, ioctl, arg, compat);
+	}
+	mutex_unlock(&kf->finish_lock);
+	return r;
+}
+
+/*
  * An exit the VMM had not completed when its VM moved (it was handling it, or holds the
  * vCPU in userspace after it) stays with the old core's vCPU, the only one that knows
  * how to finish it: KVM keeps that in a private callback.  Until the VMM's next KVM_RUN
@@ -324,8 +366,11 @@ static int klu_vcpu_finish_pending(struct klu_file *kf)
 	if (e)
 		return e;
 	r = klu_move_vcpu_state(kf->vm, old, cur, kf->pending_buf);
+	/* The old vCPU only gave its state: a copy that ran out of memory runs again. */
+	if (r == -ENOMEM || r == -EINTR)
+		return r;
 	if (r) {
-		/* Half of it may be on the new vCPU: neither vCPU can run on right. */
+		/* The new core refused it, or the VMM took the buffer: no way to go on. */
 		mutex_lock(&kf->vm->files_lock);
 		klu_vm_refuse(kf->vm, true,
 			      "vCPU %u's state did not follow its exit to the new core (%ld)",
@@ -419,9 +464,8 @@ static long klu_file_call(struct file *filp, unsigned int ioctl, unsigned long a
 	struct klu_file *kf = filp->private_data;
 	struct klu_vm *vm = kf->vm;
 	struct klu_record *rec;
-	struct file *core = NULL;
+	bool probe, pending = false;
 	s64 dev_flags = -1;
-	bool probe;
 	long r;
 
 	if (kf->kind == KLU_FILE_VCPU && ioctl == KVM_RUN)
@@ -448,18 +492,15 @@ static long klu_file_call(struct file *filp, unsigned int ioctl, unsigned long a
 	 * A vCPU with an exit to complete on its old core has its state there; its
 	 * statistics are the new core's (stats.c follows the running vCPU).
 	 */
-	if (kf->kind == KLU_FILE_VCPU && klu_exit_state(ioctl)) {
-		spin_lock(&kf->run_lock);
-		core = kf->pending ? get_file(kf->pending) : NULL;
-		spin_unlock(&kf->run_lock);
+	if (kf->kind == KLU_FILE_VCPU && klu_exit_state(ioctl) && READ_ONCE(kf->pending))
+		r = klu_pending_call(kf, ioctl, arg, compat, &pending);
+	if (!pending) {
+		if (kf->kind == KLU_FILE_VM && !xa_empty(&vm->dirty) &&
+		    (ioctl == KVM_GET_DIRTY_LOG || ioctl == KVM_CLEAR_DIRTY_LOG))
+			r = klu_dirty_ioctl(vm, kf->core, ioctl, arg, compat);
+		else
+			r = klu_core_ioctl(kf->core, ioctl, arg, compat);
 	}
-	if (kf->kind == KLU_FILE_VM && !xa_empty(&vm->dirty) &&
-	    (ioctl == KVM_GET_DIRTY_LOG || ioctl == KVM_CLEAR_DIRTY_LOG))
-		r = klu_dirty_ioctl(vm, kf->core, ioctl, arg, compat);
-	else
-		r = klu_core_ioctl(core ?: kf->core, ioctl, arg, compat);
-	if (core)
-		fput(core);
 	probe = kf->kind == KLU_FILE_VM && ioctl == KVM_CREATE_DEVICE && r >= 0 &&
 		klu_device_probe(vm, arg, dev_flags);
 	if (r >= 0 && !probe)

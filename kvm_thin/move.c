@@ -98,10 +98,11 @@ MODULE_PARM_DESC(quiesce_ms, "how long a move waits for a VM's vCPUs to stop");
  * its mover with SIGKILL (every such wait is killable, and KVM's own vCPU mutex too), the
  * VM goes back to its old core, and after as long again the trigger goes on without it.
  */
+#define KLU_MOVE_TIMEOUT_MAX	55000	/* twice that stays below hung_task's 120 s */
 static unsigned int klu_move_timeout_ms = 10000;
 module_param_named(move_timeout_ms, klu_move_timeout_ms, uint, 0644);
 MODULE_PARM_DESC(move_timeout_ms,
-		 "how long a trigger waits for one VM's move before it stops it (at least quiesce_ms + 1000)");
+		 "how long a trigger waits for one VM's move before it stops it (quiesce_ms + 1000 to 55000)");
 
 enum klu_step {
 	KLU_STEP_CHECK = 1,
@@ -139,9 +140,11 @@ struct klu_move {
 	enum klu_step step;
 	char why[96];
 	int result;
-	struct completion done;
+	struct completion settled;	/* the VM runs again, moved or not */
+	struct completion done;		/* and the move's thread is done */
 	refcount_t users;		/* the trigger and the move's thread */
 	bool stopped;			/* the trigger sent SIGKILL: past move_timeout_ms */
+	bool orphaned;			/* the trigger gave up waiting */
 	void __user *scratch;
 	/* The new core's files, in the order of vm->files. */
 	struct file **new;
@@ -234,7 +237,7 @@ static void klu_kick_done(struct callback_head *cb)
 }
 
 /* Make the thread in KVM_RUN on @kf leave the guest, as a signal would. */
-static void klu_move_kick(struct klu_file *kf)
+void klu_vcpu_kick(struct klu_file *kf)
 {
 	struct callback_head *cb = kmalloc(sizeof(*cb), GFP_KERNEL);
 
@@ -279,7 +282,7 @@ static int klu_quiesce(struct klu_move *mv)
 	mutex_lock(&vm->files_lock);
 	list_for_each_entry(kf, &vm->files, node)
 		if (kf->kind == KLU_FILE_VCPU)
-			klu_move_kick(kf);
+			klu_vcpu_kick(kf);
 	mutex_unlock(&vm->files_lock);
 	for (;;) {
 		seen = atomic_read(&vm->stops);
@@ -294,7 +297,7 @@ static int klu_quiesce(struct klu_move *mv)
 		if (!busy)
 			return 0;
 		vcpu = busy->vcpu_id;
-		klu_move_kick(busy);
+		klu_vcpu_kick(busy);
 		mutex_unlock(&vm->files_lock);
 		up_write(&vm->lock);
 		/* vCPU threads count their stops in vm->stops and wake us. */
@@ -1220,6 +1223,18 @@ static void klu_move_record(struct klu_move *mv, const char *from, u64 t_end)
 				vm->quiesce_ns, vm->rebuild_ns, vm->state_ns, vm->commit_ns);
 }
 
+/*
+ * The VM runs again (moved, or on its old core): from here on the trigger does not stop
+ * the thread, whose teardown of the old VM must not fail halfway (an unmap that a signal
+ * interrupts would leave KVM's private memory slots mapped in the VMM).  A stop that
+ * came meanwhile is dropped with the signal.
+ */
+static void klu_move_settled(struct klu_move *mv)
+{
+	disallow_signal(SIGKILL);
+	complete(&mv->settled);
+}
+
 static int klu_move_thread(void *data)
 {
 	struct mem_cgroup *memcg, *was_memcg;
@@ -1291,7 +1306,6 @@ static int klu_move_thread(void *data)
 		klu_scratch_renew(mv);
 		klu_move_discard(mv);
 	} else {
-		flush_signals(current);	/* a stop that came too late: the move is done */
 		klu_journal_resample_kick(&vm->journal);
 	}
 	if (mv->irqfds_off)
@@ -1301,6 +1315,7 @@ static int klu_move_thread(void *data)
 	klu_move_record(mv, from, ktime_get_ns());
 	mutex_unlock(&vm->files_lock);
 	klu_resume(vm);
+	klu_move_settled(mv);
 	/*
 	 * The old VM (or the half-built new one) is torn down here, after the vCPUs run
 	 * again, not by a vCPU thread on its way back into the guest (tearing a VM down
@@ -1314,8 +1329,8 @@ static int klu_move_thread(void *data)
 out_record:
 	mv->result = r;
 	klu_move_record(mv, from, ktime_get_ns());
+	klu_move_settled(mv);
 out_scratch:
-	flush_signals(current);		/* vm_munmap() would not wait for the lock */
 	vm_munmap((unsigned long)mv->scratch, KLU_SCRATCH_SIZE);
 out_mm:
 	set_active_memcg(was_memcg);
@@ -1324,6 +1339,11 @@ out_mm:
 	mmput(vm->mm);
 out:
 	mv->result = r;
+	if (!completion_done(&mv->settled))
+		klu_move_settled(mv);
+	if (READ_ONCE(mv->orphaned))
+		pr_warn("move of VM %lu (pid %d) to %s, which its trigger gave up on, ended: %d; the VM runs on %s\n",
+			vm->id, vm->pid, mv->to->tag, r, READ_ONCE(vm->core)->tag);
 	WRITE_ONCE(vm->mover_busy, false);
 	complete(&mv->done);
 	to = mv->to;
@@ -1334,26 +1354,31 @@ out:
 }
 
 /*
- * Wait for @mv's thread @t: move_timeout_ms, then SIGKILL and as long again.  False if it
- * has still not ended; it then ends on its own, and puts what it holds.
+ * Wait for @mv's thread @t: until its VM runs again, move_timeout_ms, then SIGKILL and as
+ * long again (at most 55 s each); then for its teardown of the old VM.  False if the VM
+ * still does not run: the thread then ends on its own, and puts what it holds.
  */
 static bool klu_move_wait(struct klu_move *mv, struct task_struct *t)
 {
-	unsigned long tmo = msecs_to_jiffies(max(klu_move_timeout_ms, klu_quiesce_ms + 1000));
+	unsigned int ms = clamp(klu_move_timeout_ms, klu_quiesce_ms + 1000, KLU_MOVE_TIMEOUT_MAX);
+	unsigned long tmo = msecs_to_jiffies(ms);
 	struct klu_vm *vm = mv->vm;
 
-	if (wait_for_completion_timeout(&mv->done, tmo))
-		return true;
-	pr_err("move of VM %lu (pid %d): not done after %u ms, at step %s; stopping it (it waits on memory of the VMM's, or on a call into the core)\n",
-	       vm->id, vm->pid, jiffies_to_msecs(tmo),
-	       klu_step_name[READ_ONCE(mv->step)] ?: "start");
-	WRITE_ONCE(mv->stopped, true);
-	send_sig(SIGKILL, t, 1);
-	if (wait_for_completion_timeout(&mv->done, tmo))
-		return true;
-	pr_err("move of VM %lu (pid %d): still not done %u ms after it was stopped; the trigger goes on, and the VM cannot move until its move ends\n",
-	       vm->id, vm->pid, jiffies_to_msecs(tmo));
-	return false;
+	if (!wait_for_completion_timeout(&mv->settled, tmo)) {
+		pr_err("move of VM %lu (pid %d): not done after %u ms, at step %s; stopping it (it waits on memory of the VMM's, or on a call into the core)\n",
+		       vm->id, vm->pid, ms, klu_step_name[READ_ONCE(mv->step)] ?: "start");
+		WRITE_ONCE(mv->stopped, true);
+		send_sig(SIGKILL, t, 1);
+		if (!wait_for_completion_timeout(&mv->settled, tmo)) {
+			pr_err("move of VM %lu (pid %d): still not done %u ms after it was stopped; the trigger goes on, and the VM cannot move until its move ends\n",
+			       vm->id, vm->pid, ms);
+			WRITE_ONCE(mv->orphaned, true);
+			return false;
+		}
+	}
+	/* The old VM's teardown: not the VMM's memory, and it ends. */
+	wait_for_completion(&mv->done);
+	return true;
 }
 
 /* Move @vm to core @to: 0, or -errno with the reason logged. */
@@ -1375,6 +1400,7 @@ static int klu_move_vm(struct klu_vm *vm, struct klu_core *to)
 		return -ENOMEM;
 	mv->vm = vm;
 	mv->to = to;
+	init_completion(&mv->settled);
 	init_completion(&mv->done);
 	refcount_set(&mv->users, 2);
 	INIT_LIST_HEAD(&mv->graves);

@@ -116,7 +116,7 @@ struct klu_vm {
 	struct xarray dirty;			/* memory slot -> struct klu_dirty */
 	u64 dirty_manual;			/* KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 args[0] */
 	struct list_head stats;			/* statistics files (stats.c), files_lock */
-	char unmovable[80];			/* why a move would lose state, or "" */
+	char unmovable[128];			/* why a move would lose state, or "" */
 	const void *kvm;			/* the core's struct kvm: never dereferenced */
 	bool has_device;			/* a KVM device may have handed kvm out */
 	bool moving;				/* vCPUs park in KVM_RUN until cleared */
@@ -159,6 +159,7 @@ int klu_copy_page(struct file *from, struct file *to, pgoff_t pgoff);
 struct klu_vm *klu_vm_new(struct klu_core *core, unsigned long type);
 void klu_vm_get(struct klu_vm *vm);
 void klu_vm_put(struct klu_vm *vm);
+void klu_vcpu_kick(struct klu_file *kf);
 __printf(3, 4) void klu_vm_refuse(struct klu_vm *vm, bool dead, const char *fmt, ...);
 void klu_vm_add_file(struct klu_vm *vm, struct klu_file *kf);
 void klu_vm_del_file(struct klu_vm *vm, struct klu_file *kf);

@@ -186,10 +186,16 @@ void klu_vm_refuse(struct klu_vm *vm, bool dead, const char *fmt, ...)
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
 	if (dead) {
+		struct klu_file *kf;
+
 		WRITE_ONCE(vm->dead, true);
 		snprintf(vm->unmovable, sizeof(vm->unmovable), "no: dead: %s", why);
 		pr_err("VM %lu (pid %d): %s: every ioctl of the VM fails with EIO from now on\n",
 		       vm->id, vm->pid, why);
+		/* vCPUs in the guest come out, and their next KVM_RUN fails */
+		list_for_each_entry(kf, &vm->files, node)
+			if (kf->kind == KLU_FILE_VCPU)
+				klu_vcpu_kick(kf);
 		return;
 	}
 	snprintf(vm->unmovable, sizeof(vm->unmovable), "no: %s", why);

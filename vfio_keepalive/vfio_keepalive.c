@@ -664,8 +664,10 @@ static long vka_reclaim(void __user *uarg)
 	long ret;
 	int owner_fd = -1;
 
-	if (copy_from_user(&r, uarg, minsz))
+	if (copy_from_user(&r, uarg, minsz)) {
+		memzero_explicit(&r, sizeof(r));	/* what part of a token came */
 		return -EFAULT;
+	}
 	if (r.argsz < minsz || (r.flags & ~VFIO_KEEPALIVE_RECLAIM_DISARM) || r.pad) {
 		pr_info_ratelimited("RECLAIM: argsz %u (needs %zu) or flags %#x not valid\n",
 				    r.argsz, minsz, r.flags);

@@ -22,9 +22,9 @@
  *            and the exit must be completed once: the guest's sum is right.  (Both
  *            threads used to complete the exit on the old core's vCPU, and both put
  *            the reference to it: a use after free that KASAN sees.)  N more rounds
- *            write the debug registers between the move and the next KVM_RUN, which
- *            must find them after the run.  (They used to go to the old vCPU, and
- *            were lost when the exit completed.)
+ *            write the TSC and the debug registers between the move and the next
+ *            KVM_RUN, which must find them after the run.  (They used to go to the
+ *            old vCPU, and were lost when the exit completed.)
  *   fdswap   N vCPUs (default 64) are created while another thread frees the fd
  *            number each will get and puts an eventfd there, over and over; each
  *            KVM_CREATE_VCPU must give a vCPU or EBADF.  Then the VM must move
@@ -240,15 +240,27 @@ static void *run_once(void *arg)
  * One round of the echo guest, run here.  At the IN exit number @at the answer is
  * written, the VM moves (@i), and two threads enter KVM_RUN at once.
  */
+#define MSR_TSC		0x10			/* IA32_TIME_STAMP_COUNTER */
+#define WINDOW_TSC(i)	(((i) + 1ull) << 50)	/* far from any TSC the guest ran to */
+
+struct tsc_msr {
+	struct kvm_msrs h;
+	struct kvm_msr_entry e;
+};
+
 /*
  * In the window between the move and the vCPU's next KVM_RUN (its exit still the old
- * vCPU's), the VMM writes state that an exit does not touch: the debug registers.
+ * vCPU's), the VMM writes state that an exit does not touch, the debug registers, and
+ * the TSC, which a completion does not carry (as a QEMU reset at such an exit would).
  */
 static void window_write(unsigned int i, struct kvm_debugregs *set)
 {
+	struct tsc_msr tsc = { .h.nmsrs = 1, .e.index = MSR_TSC, .e.data = WINDOW_TSC(i) };
 	struct kvm_debugregs now;
 	int k;
 
+	if (ioctl(vm->vcpu_fd[0], KVM_SET_MSRS, &tsc) != 1)
+		klu_fail("round %u: KVM_SET_MSRS of the TSC: %s", i, strerror(errno));
 	if (ioctl(vm->vcpu_fd[0], KVM_GET_DEBUGREGS, &now))
 		klu_fail("round %u: KVM_GET_DEBUGREGS: %s", i, strerror(errno));
 	*set = now;
@@ -261,9 +273,17 @@ static void window_write(unsigned int i, struct kvm_debugregs *set)
 /* What was written in the window is the vCPU's after its exit completed. */
 static void window_check(unsigned int i, const struct kvm_debugregs *set)
 {
+	struct tsc_msr tsc = { .h.nmsrs = 1, .e.index = MSR_TSC };
 	struct kvm_debugregs now;
 	int k;
 
+	if (ioctl(vm->vcpu_fd[0], KVM_GET_MSRS, &tsc) != 1)
+		klu_fail("round %u: KVM_GET_MSRS of the TSC: %s", i, strerror(errno));
+	/* it counts on from the value set, by less than 2^40 cycles in one round */
+	if (tsc.e.data < WINDOW_TSC(i) || tsc.e.data - WINDOW_TSC(i) >= 1ull << 40)
+		klu_fail("round %u: the TSC is 0x%llx after the run, but 0x%llx was set %s", i,
+			 (unsigned long long)tsc.e.data, WINDOW_TSC(i),
+			 "between the move and the run: lost");
 	if (ioctl(vm->vcpu_fd[0], KVM_GET_DEBUGREGS, &now))
 		klu_fail("round %u: KVM_GET_DEBUGREGS: %s", i, strerror(errno));
 	for (k = 0; k < 4; k++)
@@ -345,7 +365,7 @@ static void test_pending(unsigned int n, int nr)
 	}
 	printf("ok %d - pending: %u moves with an exit left to complete, %s; %u more %s\n",
 	       nr, n, "then two KVM_RUNs at once; each EINTR, every sum right", n,
-	       "with debug registers written before the run: kept");
+	       "with the TSC and debug registers written before the run: kept");
 }
 
 /* ---- fdswap -------------------------------------------------------------------- */
