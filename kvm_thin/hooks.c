@@ -15,6 +15,8 @@
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+/* amd-iommu.h uses ENODEV without errno.h (seen with CONFIG_AMD_IOMMU=n) */
+#include <linux/errno.h>
 #include <linux/amd-iommu.h>
 #include <linux/cpu.h>
 #include <linux/debugfs.h>

@@ -197,8 +197,9 @@ klu_stock_param_view_end() {
 }
 
 klu_dmesg_check() {
-	# The same patterns as the host's console check in beds/run.
-	if dmesg | grep -E 'Kernel panic|BUG:|Oops:|WARNING: CPU:|cut here \]|general protection fault' \
+	# The same patterns as the host's console check in beds/run, with those of the
+	# debug bed's checkers (lockdep, DEBUG_OBJECTS), which no other kernel prints.
+	if dmesg | grep -E 'Kernel panic|BUG:|Oops:|WARNING: CPU:|cut here \]|general protection fault|WARNING: possible|WARNING: suspicious|WARNING: bad unlock|WARNING: held lock|WARNING: lock held|WARNING: Nested lock|inconsistent lock state|INFO: possible|ODEBUG:' \
 		> /tmp/bad; then
 		t_result "not ok" "kernel log free of WARN/BUG/oops"
 		cat /tmp/bad > /dev/console
