@@ -45,9 +45,15 @@ static void klu_core_bypass_restore(struct irq_bypass_consumer *cons,
 	spin_unlock_irq(&kvm->irqfds.lock);
 }
 
+static const void *klu_core_bypass_vm_of(struct irq_bypass_consumer *cons)
+{
+	return container_of(cons, struct kvm_kernel_irqfd, consumer)->kvm;
+}
+
 static const struct klu_bypass_ops klu_core_bypass_ops = {
 	.save = klu_core_bypass_save,
 	.restore = klu_core_bypass_restore,
+	.vm_of = klu_core_bypass_vm_of,
 	.tag = KLU_CORE_TAG,
 };
 

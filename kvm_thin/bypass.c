@@ -284,6 +284,7 @@ EXPORT_SYMBOL_GPL(KLU_THIN(irq_bypass_unregister));
 
 struct klu_bp_arm {
 	struct klu_vm *vm;
+	const void *kvm;	/* the core's VM the irqfds are detached from */
 	bool first, keep;
 	unsigned int fallback, armed;
 };
@@ -294,6 +295,13 @@ static void klu_bp_arm_one(struct eventfd_ctx *ctx, void *data)
 	struct klu_bp *bp = xa_load(&klu_bps, (unsigned long)ctx);
 
 	if (!bp || bp->state != KLU_BP_BOUND)
+		return;
+	/*
+	 * Another VM's irqfd on the same eventfd holds the token's one consumer (the
+	 * second irqfd of an eventfd gets none, as with stock KVM): that entry is not
+	 * this move's to save, nor to hand to this VM's new irqfd.
+	 */
+	if (!bp->inner || bp->ops->vm_of(bp->inner) != a->kvm)
 		return;
 	if (!a->keep) {
 		if (a->first && bp->prod) {
@@ -310,15 +318,17 @@ static void klu_bp_arm_one(struct eventfd_ctx *ctx, void *data)
 }
 
 /*
- * Before the irqfds of @vm are detached from a core: with @keep, their consumers are
- * to be saved rather than disconnected, and @armed gets how many are connected.
+ * Before the irqfds of @vm are detached from a core's VM @kvm (that core's struct kvm):
+ * with @keep, their consumers are to be saved rather than disconnected, and @armed gets
+ * how many are connected.
  * @first: the move's first detach (a failed move detaches from the new VM too).
  * Returns the number of connected irqfds that disconnect instead (without @keep), on
  * the first call.
  */
-unsigned int klu_bypass_arm(struct klu_vm *vm, bool first, bool keep, unsigned int *armed)
+unsigned int klu_bypass_arm(struct klu_vm *vm, const void *kvm, bool first, bool keep,
+			    unsigned int *armed)
 {
-	struct klu_bp_arm a = { .vm = vm, .first = first, .keep = keep };
+	struct klu_bp_arm a = { .vm = vm, .kvm = kvm, .first = first, .keep = keep };
 
 	mutex_lock(&klu_bp_reg_lock);
 	mutex_lock(&klu_bp_lock);

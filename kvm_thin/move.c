@@ -1097,7 +1097,8 @@ static int klu_detach_irqfds(struct klu_move *mv)
 	if (klu_pi_wanted())
 		pi_ok = klu_pi_possible(&mv->pi, mv->bp_why, sizeof(mv->bp_why));
 	mv->bp_keep = !klu_bypass_posting() || pi_ok;
-	mv->bp_fallback = klu_bypass_arm(mv->vm, true, mv->bp_keep, &armed);
+	mv->bp_fallback = klu_bypass_arm(mv->vm, mv->old_vm->private_data, true, mv->bp_keep,
+					 &armed);
 	mv->pi_on = pi_ok && armed;
 	mv->irqfds_off = true;
 	r = klu_journal_replay(&mv->vm->journal, mv->old_vm, mv->scratch, KLU_SCRATCH_ARG,
@@ -1164,7 +1165,7 @@ static void klu_move_discard(struct klu_move *mv)
 	 */
 	klu_pi_hand_back(&mv->pi);
 	if (mv->irqfds_new) {
-		klu_bypass_arm(mv->vm, false, mv->bp_keep, &armed);
+		klu_bypass_arm(mv->vm, mv->new[0]->private_data, false, mv->bp_keep, &armed);
 		klu_journal_replay(&mv->vm->journal, mv->new[0], mv->scratch, KLU_SCRATCH_ARG,
 				   KLU_REPLAY_IRQFDS_OFF);
 	}

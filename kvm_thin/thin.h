@@ -223,7 +223,7 @@ void klu_stats_moved(struct klu_vm *vm, void __user *ubuf, size_t usize,
 
 /* bypass.c: the irq-bypass consumers of the irqfds, across moves */
 struct eventfd_ctx;
-unsigned int klu_bypass_arm(struct klu_vm *vm, bool first, bool keep,
+unsigned int klu_bypass_arm(struct klu_vm *vm, const void *kvm, bool first, bool keep,
 			    unsigned int *armed);
 bool klu_bypass_posting(void);
 unsigned int klu_bypass_move_end(struct klu_vm *vm);

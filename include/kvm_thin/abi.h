@@ -11,7 +11,7 @@
 #define KVM_THIN_ABI_H
 
 #ifndef KLU_THIN_ABI		/* a test module may claim another ABI */
-#define KLU_THIN_ABI		3
+#define KLU_THIN_ABI		4
 #endif
 #define __KLU_THIN(abi, name)	klu_thin##abi##_##name
 #define _KLU_THIN(abi, name)	__KLU_THIN(abi, name)

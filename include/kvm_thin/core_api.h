@@ -64,6 +64,8 @@ struct klu_bypass_ops {
 	void (*save)(struct irq_bypass_consumer *cons, struct irq_bypass_producer *prod);
 	/* Take @prod over, as the core that saved it left it. */
 	void (*restore)(struct irq_bypass_consumer *cons, struct irq_bypass_producer *prod);
+	/* The VM (the core's struct kvm, opaque to kvm_thin) whose irqfd @cons is. */
+	const void *(*vm_of)(struct irq_bypass_consumer *cons);
 	const char *tag;	/* the core's */
 };
 

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * vm_hostile [-t mmap|pending|fdswap|caps|refuse|all|hwowner|argflip|memcg|irqlost|stall]
+ * vm_hostile [-t mmap|pending|fdswap|caps|refuse|all|hwowner|argflip|memcg|irqlost|stall|
+ *             sharedfd]
  * [-n N]: what a buggy or hostile VMM does to its own files while its VM moves between two
  * cores.  The VMM may hurt its own VM; it must not hang, oops or corrupt the host,
  * and its guest, if the VMM plays by KVM's rules again, must compute right.  The VM
@@ -92,6 +93,13 @@
  *            stay on its core and compute, and, the userfaultfd closed, move there
  *            and back.  (The mover used to wait for ever, holding the VM's vCPUs
  *            stopped and every later move of any VM.)
+ *   sharedfd (only with -t) two VMs have an irqfd on one eventfd, whose irq-bypass
+ *            producer (klu_bypass_producer) the first VM's irqfd consumes; while a move
+ *            of the second VM waits as in stall, the first VM's irqfd is deassigned.
+ *            The producer must be disconnected from it then (del_consumer, no save),
+ *            and the second VM move on afterwards and compute right.  (A move used to
+ *            arm the bypass of every irqfd on its eventfds, another VM's too, and the
+ *            second VM's irqfd then took over the first VM's saved connection.)
  *
  * Without -t, the first five (all), each with its default N.  Skips without kvm_thin
  * or with one core loaded.
@@ -1021,6 +1029,7 @@ static void *staller(void *arg)
 }
 
 struct vm_trigger {
+	int id;
 	const char *to;
 	int err;
 	unsigned int done;			/* KLU_READ/KLU_WRITE */
@@ -1030,12 +1039,19 @@ static void *vm_trigger(void *arg)
 {
 	struct vm_trigger *t = arg;
 
-	t->err = klu_thin_move(vm_id, t->to);
+	t->err = klu_thin_move(t->id, t->to);
 	KLU_WRITE(t->done, 1);
 	return NULL;
 }
 
-static void test_stall(void)
+/*
+ * Make a move of @v wait on the VMM's memory: a one-page slot where vCPU 0's
+ * MSR_KVM_WALL_CLOCK_NEW points, its page dropped and registered with a userfaultfd
+ * that st->uffd gets; staller() takes the fault and never answers.  KVM writes the wall
+ * clock there when a move sets the MSR on the new vCPU, after the irqfds left the old
+ * VM.
+ */
+static void stall_arm(struct klu_vm *v, struct stall *st)
 {
 	long page = sysconf(_SC_PAGESIZE);
 	struct uffdio_api api = { .api = UFFD_API };
@@ -1049,37 +1065,22 @@ static void test_stall(void)
 		struct kvm_msrs h;
 		struct kvm_msr_entry e;
 	} msr = { .h.nmsrs = 1, .e.index = MSR_KVM_WALL_CLOCK_NEW, .e.data = STALL_GPA };
-	struct vm_trigger t = { .to = core_b };
-	char buf[512], old_tmo[32] = "", core[64];
-	unsigned int bound_ms, qms;
-	struct stall st = {};
-	uint64_t t0, took;
-	pthread_t th, tt;
 	uint32_t *mem;
 
-	if (!klu_read_line(QUIESCE_MS, buf, sizeof(buf)))
-		klu_fail("cannot read " QUIESCE_MS ": %s", strerror(errno));
-	qms = strtoul(buf, NULL, 0);
-	if (klu_read_line(TIMEOUT_MS, old_tmo, sizeof(old_tmo)))
-		klu_write_file(TIMEOUT_MS, "3000\n");
-	else		/* a kvm_thin without the bound: the test shows what happens */
-		printf("# kvm_thin has no move_timeout_ms\n");
-	/* the trigger's two waits (klu_move_wait()), and time to spare */
-	bound_ms = 2 * (qms + 1000 < STALL_TIMEOUT ? STALL_TIMEOUT : qms + 1000) + 30000;
-	st.uffd = syscall(__NR_userfaultfd, O_CLOEXEC);
-	if (st.uffd < 0)
+	st->uffd = syscall(__NR_userfaultfd, O_CLOEXEC);
+	if (st->uffd < 0)
 		klu_skip("stall: no userfaultfd: %s", strerror(errno));
-	if (ioctl(st.uffd, UFFDIO_API, &api))
+	if (ioctl(st->uffd, UFFDIO_API, &api))
 		klu_fail("UFFDIO_API: %s", strerror(errno));
 	mem = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (mem == MAP_FAILED)
 		klu_fail("mmap: %s", strerror(errno));
 	memset(mem, 0, page);
 	slot.userspace_addr = (unsigned long)mem;
-	if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &slot))
+	if (ioctl(v->vm_fd, KVM_SET_USER_MEMORY_REGION, &slot))
 		klu_fail("KVM_SET_USER_MEMORY_REGION: %s", strerror(errno));
 	/* KVM writes the wall clock into guest memory when the MSR is set, at once */
-	if (ioctl(vm->vcpu_fd[0], KVM_SET_MSRS, &msr) != 1)
+	if (ioctl(v->vcpu_fd[0], KVM_SET_MSRS, &msr) != 1)
 		klu_skip("stall: the core does not take MSR_KVM_WALL_CLOCK_NEW");
 	if (!KLU_READ(mem[0]))
 		klu_skip("stall: the core did not write the wall clock at 0x%llx", STALL_GPA);
@@ -1089,8 +1090,38 @@ static void test_stall(void)
 	reg.range.start = (unsigned long)mem;
 	reg.range.len = page;
 	reg.mode = UFFDIO_REGISTER_MODE_MISSING;
-	if (ioctl(st.uffd, UFFDIO_REGISTER, &reg))
+	if (ioctl(st->uffd, UFFDIO_REGISTER, &reg))
 		klu_fail("UFFDIO_REGISTER: %s", strerror(errno));
+}
+
+/* move_timeout_ms set to STALL_TIMEOUT, the old value in @old; the bound for the trigger */
+static unsigned int stall_timeout(char *old, size_t size)
+{
+	unsigned int qms;
+	char buf[64];
+
+	if (!klu_read_line(QUIESCE_MS, buf, sizeof(buf)))
+		klu_fail("cannot read " QUIESCE_MS ": %s", strerror(errno));
+	qms = strtoul(buf, NULL, 0);
+	if (klu_read_line(TIMEOUT_MS, old, size))
+		klu_write_file(TIMEOUT_MS, "3000\n");
+	else		/* a kvm_thin without the bound: the test shows what happens */
+		printf("# kvm_thin has no move_timeout_ms\n");
+	/* the trigger's two waits (klu_move_wait()), and time to spare */
+	return 2 * (qms + 1000 < STALL_TIMEOUT ? STALL_TIMEOUT : qms + 1000) + 30000;
+}
+
+static void test_stall(void)
+{
+	struct vm_trigger t = { .id = vm_id, .to = core_b };
+	char buf[512], old_tmo[32] = "", core[64];
+	unsigned int bound_ms;
+	struct stall st = {};
+	uint64_t t0, took;
+	pthread_t th, tt;
+
+	bound_ms = stall_timeout(old_tmo, sizeof(old_tmo));
+	stall_arm(vm, &st);
 	pthread_create(&th, NULL, staller, &st);
 	echo_round("before the move");
 	t0 = klu_now_ns();
@@ -1132,6 +1163,179 @@ static void test_stall(void)
 	       (unsigned long long)took, "the VM ran on and moved again, its guest right");
 }
 
+/* ---- sharedfd ---------------------------------------------------------------- */
+
+#define BP_DEV		"/dev/klu_bypass_producer"
+#define SHARED_GSI	1
+#define SHARED_VEC	0x40
+
+/* klu_bypass_producer's interface (see its header comment) */
+struct klu_bp_add {
+	int32_t fd;
+	int32_t irq;
+};
+
+#define KLU_BP_ADD	_IOW(0xbb, 1, struct klu_bp_add)
+
+/* The callbacks the producers' log got since the last read, each after a space. */
+static void bp_log(int bp, char *ops, size_t size)
+{
+	char buf[4096], op[32];
+	const char *l;
+	ssize_t n;
+	size_t len = 0;
+
+	ops[0] = 0;
+	while ((n = read(bp, buf, sizeof(buf) - 1)) > 0) {
+		buf[n] = 0;
+		for (l = buf; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL)
+			if (sscanf(l, "%*u %*u %31s", op) == 1 && len + strlen(op) + 2 < size)
+				len += sprintf(ops + len, " %s", op);
+	}
+	if (n < 0)
+		klu_fail("reading " BP_DEV ": %s", strerror(errno));
+}
+
+/* /sys/kernel/kvm_thin/irqbypass's "save=" */
+static long bp_saves(void)
+{
+	char buf[512];
+	const char *p;
+
+	if (!klu_read_line(KLU_THIN "/irqbypass", buf, sizeof(buf)))
+		klu_fail("cannot read " KLU_THIN "/irqbypass: %s", strerror(errno));
+	p = strstr(buf, " save=");
+	if (!p)
+		klu_fail(KLU_THIN "/irqbypass has no save=: %s", buf);
+	return strtol(p + 6, NULL, 10);
+}
+
+/* An MSI irqfd of @v on the eventfd @efd, which another VM's irqfd uses too. */
+static void irqfd_on(struct klu_vm *v, int efd)
+{
+	struct {
+		struct kvm_irq_routing r;
+		struct kvm_irq_routing_entry e[1];
+	} routing = {
+		.r.nr = 1,
+		.e[0] = {
+			.gsi = SHARED_GSI,
+			.type = KVM_IRQ_ROUTING_MSI,
+			.u.msi = { .address_lo = 0xfee00000, .data = SHARED_VEC },
+		},
+	};
+	struct kvm_irqfd irqfd = { .fd = efd, .gsi = SHARED_GSI };
+
+	if (ioctl(v->vm_fd, KVM_SET_GSI_ROUTING, &routing) < 0)
+		klu_fail("KVM_SET_GSI_ROUTING: %s", strerror(errno));
+	if (ioctl(v->vm_fd, KVM_IRQFD, &irqfd) < 0)
+		klu_fail("KVM_IRQFD on an eventfd of another VM's irqfd: %s", strerror(errno));
+}
+
+/*
+ * Two VMs have an irqfd on one eventfd, and a producer (klu_bypass_producer, where a
+ * VFIO MSI would be) on it: irqbypass.ko pairs it with the first VM's irqfd, the only
+ * consumer of the token.  A move of the second VM waits on its memory (stall_arm())
+ * after its irqfds left it; meanwhile the first VM's VMM takes its irqfd away.  That
+ * must disconnect the producer from it (del_consumer), as with stock KVM, not save it
+ * for the second VM's move, which never had it; the stopped move then leaves the second
+ * VM's irqfd on its old core, where it may take the free token as a new irqfd would,
+ * and the VM must move again.  (A move used to arm every entry of its eventfds,
+ * another VM's too: the first VM's unregister then parked the producer, and the second
+ * VM's irqfd took it over with the first VM's saved state.)
+ */
+static void test_sharedfd(void)
+{
+	struct klu_bp_add add = { .irq = 0 };
+	char buf[512], ops[256], old_tmo[32] = "", core[64];
+	struct kvm_irqfd off = { .gsi = SHARED_GSI, .flags = KVM_IRQFD_FLAG_DEASSIGN };
+	struct vm_trigger t = { .to = core_b };
+	struct klu_vm *va, *vb;
+	unsigned int bound_ms;
+	struct stall st = {};
+	long saves;
+	uint64_t t0;
+	pthread_t th, tt;
+	int bp, efd, a_id;
+
+	bp = open(BP_DEV, O_RDWR | O_CLOEXEC | O_NONBLOCK);
+	if (bp < 0)
+		klu_skip("sharedfd: no " BP_DEV " (insmod modules/klu_bypass_producer.ko): %s",
+			 strerror(errno));
+	va = klu_vm_new(KLU_DATA_GPA, 1, KLU_VM_IRQCHIP);
+	a_id = klu_thin_vm_id();
+	efd = klu_vm_msi_irqfd(va, SHARED_GSI, SHARED_VEC);
+	vb = klu_vm_new(KLU_DATA_GPA, 1, KLU_VM_IRQCHIP);
+	t.id = klu_thin_vm_id();
+	if (a_id < 0 || t.id <= a_id)
+		klu_fail("no two VMs of pid %d in " KLU_THIN "/vms (%d, %d)", getpid(), a_id,
+			 t.id);
+	irqfd_on(vb, efd);
+	add.fd = efd;
+	if (ioctl(bp, KLU_BP_ADD, &add) < 0)
+		klu_fail("KLU_BP_ADD on the shared eventfd: %s", strerror(errno));
+	bp_log(bp, ops, sizeof(ops));
+	if (!strstr(ops, "add_consumer"))
+		klu_fail("the producer did not connect to VM %d's irqfd:%s", a_id, ops);
+	klu_thin_pick_cores(t.id, core_a, core_b, sizeof(core_a));
+	bound_ms = stall_timeout(old_tmo, sizeof(old_tmo));
+	stall_arm(vb, &st);
+	pthread_create(&th, NULL, staller, &st);
+	saves = bp_saves();
+	t0 = klu_now_ns();
+	pthread_create(&tt, NULL, vm_trigger, &t);
+	/* the move is in the new vCPU's state: past the detach of VM B's irqfds */
+	while (!KLU_READ(st.faults) && !KLU_READ(t.done))
+		usleep(1000);
+	if (!KLU_READ(st.faults))
+		klu_fail("the move of VM %d (%s) returned without waiting on its memory",
+			 t.id, t.err ? strerror(t.err) : "success");
+	off.fd = efd;
+	if (ioctl(va->vm_fd, KVM_IRQFD, &off) < 0)
+		klu_fail("KVM_IRQFD deassign on VM %d: %s", a_id, strerror(errno));
+	bp_log(bp, ops, sizeof(ops));
+	printf("# VM %d's irqfd went during VM %d's move: producer%s; save %+ld\n", a_id,
+	       t.id, ops[0] ? ops : " (nothing)", bp_saves() - saves);
+	if (!strstr(ops, "del_consumer") || bp_saves() != saves)
+		klu_fail("VM %d's irqfd went, its producer not disconnected (%s, %ld more %s",
+			 a_id, ops[0] ? ops : "no callback", bp_saves() - saves,
+			 "saves): kept for another VM's move");
+	while (!KLU_READ(t.done) && klu_now_ns() - t0 < bound_ms * 1000000ull)
+		usleep(1000);
+	if (!KLU_READ(t.done))
+		klu_fail("the move of VM %d did not return in %u ms", t.id, bound_ms);
+	pthread_join(tt, NULL);
+	close(st.uffd);
+	pthread_join(th, NULL);
+	klu_thin_vm_file(t.id, "core", core, sizeof(core));
+	if (t.err != ETIMEDOUT || strcmp(core, core_a))
+		klu_fail("the stopped move of VM %d: %s, now on %s; want ETIMEDOUT, on %s", t.id,
+			 t.err ? strerror(t.err) : "success", core, core_a);
+	bp_log(bp, ops, sizeof(ops));
+	printf("# VM %d's irqfd back on its old core: producer%s\n", t.id,
+	       ops[0] ? ops : " (nothing)");
+	t.err = klu_thin_move(t.id, core_b);
+	if (t.err) {
+		klu_thin_vm_file(t.id, "last_move", buf, sizeof(buf));
+		klu_fail("VM %d's next move: %s; last_move: %s", t.id, strerror(t.err), buf);
+	}
+	bp_log(bp, ops, sizeof(ops));
+	klu_read_line(KLU_THIN "/irqbypass", buf, sizeof(buf));
+	if (ops[0] && strstr(buf, "mode=keep"))	/* fallback: posted, disconnects */
+		klu_fail("VM %d's move with the producer on its irqfd called it:%s", t.id, ops);
+	vm = vb;
+	echo_round("VM B after its move");
+	if (old_tmo[0])
+		klu_write_file(TIMEOUT_MS, old_tmo);
+	close(bp);
+	close(efd);
+	klu_vm_destroy(vb);
+	klu_vm_destroy(va);
+	vm = NULL;
+	printf("ok 1 - sharedfd: %s, and the other VM moved on\n",
+	       "an irqfd that leaves during another VM's move on its eventfd disconnects");
+}
+
 int main(int argc, char **argv)
 {
 	const char *test = "all";
@@ -1154,10 +1358,11 @@ int main(int argc, char **argv)
 		      strcmp(test, "fdswap") && strcmp(test, "caps") &&
 		      strcmp(test, "refuse") && strcmp(test, "hwowner") &&
 		      strcmp(test, "argflip") && strcmp(test, "memcg") &&
-		      strcmp(test, "irqlost") && strcmp(test, "stall"))) {
+		      strcmp(test, "irqlost") && strcmp(test, "stall") &&
+		      strcmp(test, "sharedfd"))) {
 		fprintf(stderr,
 			"usage: %s [-t mmap|pending|fdswap|caps|refuse|all|%s] [-n N]\n",
-			argv[0], "hwowner|argflip|memcg|irqlost|stall");
+			argv[0], "hwowner|argflip|memcg|irqlost|stall|sharedfd");
 		return KSFT_FAIL;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);	/* each line out before a hang */
@@ -1173,6 +1378,10 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(test, "memcg")) {
 		test_memcg();
+		return KSFT_PASS;
+	}
+	if (!strcmp(test, "sharedfd")) {
+		test_sharedfd();
 		return KSFT_PASS;
 	}
 	vm = klu_vm_create(KLU_DATA_GPA, 1);
