@@ -197,10 +197,10 @@ klu_stock_param_view_end() {
 }
 
 klu_dmesg_check() {
-	# The same patterns as the host's console check in beds/run, with those of the
-	# debug bed's checkers (lockdep, DEBUG_OBJECTS), which no other kernel prints.
-	if dmesg | grep -E 'Kernel panic|BUG:|Oops:|WARNING: CPU:|cut here \]|general protection fault|WARNING: possible|WARNING: suspicious|WARNING: bad unlock|WARNING: held lock|WARNING: lock held|WARNING: Nested lock|inconsistent lock state|INFO: possible|ODEBUG:' \
-		> /tmp/bad; then
+	# The host's console check's patterns (beds/log-patterns, which beds/run reads
+	# too), with those of the debug bed's checkers, which no other kernel prints.
+	. /klu/log-patterns
+	if dmesg | grep -E "$klu_log_bad|$klu_log_debug" > /tmp/bad; then
 		t_result "not ok" "kernel log free of WARN/BUG/oops"
 		cat /tmp/bad > /dev/console
 	else
