@@ -25,9 +25,19 @@ t_run() {
 	klu_log "--- $name: $*"
 	"$@" > /tmp/t.out 2>&1 &
 	p=$!
+	# The watchdog also says every 30 s that the test still runs: the host takes a
+	# silent console for a hang or a lost interrupt (beds/run), and a long test's own
+	# output comes at its end.  A guest whose timers stop says nothing.
 	(
-		sleep "$KLU_test_timeout"
-		kill -0 $p 2> /dev/null || exit 0
+		t=0
+		while [ "$t" -lt "$KLU_test_timeout" ]; do
+			s=$((KLU_test_timeout - t))
+			[ "$s" -gt 30 ] && s=30
+			sleep "$s"
+			t=$((t + s))
+			kill -0 $p 2> /dev/null || exit 0
+			[ "$t" -lt "$KLU_test_timeout" ] && klu_log "$name: running for ${t}s"
+		done
 		klu_log "$name: still running after ${KLU_test_timeout}s; the blocked tasks:"
 		echo w > /proc/sysrq-trigger
 		kill -KILL $p
