@@ -97,7 +97,7 @@ int klu_thin_vm_id(void)
 	return id;
 }
 
-int klu_vm_msi_irqfd(struct klu_vm *vm, uint32_t gsi, uint32_t vector)
+void klu_vm_msi_irqfd_on(struct klu_vm *vm, uint32_t gsi, uint32_t vector, int efd)
 {
 	struct {
 		struct kvm_irq_routing r;
@@ -110,19 +110,23 @@ int klu_vm_msi_irqfd(struct klu_vm *vm, uint32_t gsi, uint32_t vector)
 			.u.msi = { .address_lo = 0xfee00000, .data = vector },
 		},
 	};
-	struct kvm_irqfd irqfd = { .gsi = gsi };
-	int efd;
+	struct kvm_irqfd irqfd = { .fd = efd, .gsi = gsi };
 
 	if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_IRQFD) <= 0)
 		klu_skip("KVM has no irqfd (KVM_CAP_IRQFD)");
 	if (ioctl(vm->vm_fd, KVM_SET_GSI_ROUTING, &routing) < 0)
 		klu_fail("KVM_SET_GSI_ROUTING: %s", strerror(errno));
-	efd = eventfd(0, EFD_CLOEXEC);
-	if (efd < 0)
-		klu_fail("eventfd: %s", strerror(errno));
-	irqfd.fd = efd;
 	if (ioctl(vm->vm_fd, KVM_IRQFD, &irqfd) < 0)
 		klu_fail("KVM_IRQFD: %s", strerror(errno));
+}
+
+int klu_vm_msi_irqfd(struct klu_vm *vm, uint32_t gsi, uint32_t vector)
+{
+	int efd = eventfd(0, EFD_CLOEXEC);
+
+	if (efd < 0)
+		klu_fail("eventfd: %s", strerror(errno));
+	klu_vm_msi_irqfd_on(vm, gsi, vector, efd);
 	return efd;
 }
 

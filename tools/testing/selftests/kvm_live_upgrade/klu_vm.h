@@ -77,6 +77,8 @@ void klu_vm_destroy(struct klu_vm *vm);
  * and an irqfd on it, whose new eventfd is returned.  A skip without irqfds.
  */
 int klu_vm_msi_irqfd(struct klu_vm *vm, uint32_t gsi, uint32_t vector);
+/* The same route, and an irqfd on the caller's eventfd @efd (one another VM may use). */
+void klu_vm_msi_irqfd_on(struct klu_vm *vm, uint32_t gsi, uint32_t vector, int efd);
 uint64_t klu_now_ns(void);
 /*
  * Whether a program's rounds go on.  With a stop file (-u FILE), until that file

@@ -1210,28 +1210,6 @@ static long bp_saves(void)
 	return strtol(p + 6, NULL, 10);
 }
 
-/* An MSI irqfd of @v on the eventfd @efd, which another VM's irqfd uses too. */
-static void irqfd_on(struct klu_vm *v, int efd)
-{
-	struct {
-		struct kvm_irq_routing r;
-		struct kvm_irq_routing_entry e[1];
-	} routing = {
-		.r.nr = 1,
-		.e[0] = {
-			.gsi = SHARED_GSI,
-			.type = KVM_IRQ_ROUTING_MSI,
-			.u.msi = { .address_lo = 0xfee00000, .data = SHARED_VEC },
-		},
-	};
-	struct kvm_irqfd irqfd = { .fd = efd, .gsi = SHARED_GSI };
-
-	if (ioctl(v->vm_fd, KVM_SET_GSI_ROUTING, &routing) < 0)
-		klu_fail("KVM_SET_GSI_ROUTING: %s", strerror(errno));
-	if (ioctl(v->vm_fd, KVM_IRQFD, &irqfd) < 0)
-		klu_fail("KVM_IRQFD on an eventfd of another VM's irqfd: %s", strerror(errno));
-}
-
 /*
  * Two VMs have an irqfd on one eventfd, and a producer (klu_bypass_producer, where a
  * VFIO MSI would be) on it: irqbypass.ko pairs it with the first VM's irqfd, the only
@@ -1270,7 +1248,7 @@ static void test_sharedfd(void)
 	if (a_id < 0 || t.id <= a_id)
 		klu_fail("no two VMs of pid %d in " KLU_THIN "/vms (%d, %d)", getpid(), a_id,
 			 t.id);
-	irqfd_on(vb, efd);
+	klu_vm_msi_irqfd_on(vb, SHARED_GSI, SHARED_VEC, efd);
 	add.fd = efd;
 	if (ioctl(bp, KLU_BP_ADD, &add) < 0)
 		klu_fail("KLU_BP_ADD on the shared eventfd: %s", strerror(errno));
